@@ -1,0 +1,1 @@
+"""The embedded stack: PostgreSQL, Redis and anvil from packages, supervised in the foreground."""

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class ImagingConfig(AppConfig):
+    """DICOM storage, DICOMweb and de-identification (coming with the imaging issue)."""
+
+    name = "imaging"
+    default_auto_field = "django.db.models.BigAutoField"

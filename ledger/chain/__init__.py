@@ -1,0 +1,43 @@
+"""The chain port. Services receive a client from ``chain_client()``; tests pass their own."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .artifacts import Artifact, load_artifact
+from .errors import ArtifactMissing, ContractRejected, LedgerError, LedgerUnavailable
+
+__all__ = [
+    "Artifact",
+    "ArtifactMissing",
+    "ChainClient",
+    "ContractRejected",
+    "LedgerError",
+    "LedgerUnavailable",
+    "chain_client",
+    "load_artifact",
+]
+
+
+class ChainClient(Protocol):
+    address: str
+
+    def chain_id(self) -> int: ...
+    def block_number(self) -> int: ...
+    def has_code(self, address: str) -> bool: ...
+    def deploy(self, artifact: Artifact, *args: Any) -> dict: ...
+    def transact(self, artifact: Artifact, address: str, function: str, *args: Any) -> dict: ...
+    def call(self, artifact: Artifact, address: str, function: str, *args: Any) -> Any: ...
+
+
+def chain_client(*, rpc_url: str | None = None, timeout: float | None = None) -> ChainClient:
+    """The configured node and signing key (settings ``CHAIN_*``)."""
+    from django.conf import settings
+
+    from .web3_client import Web3ChainClient
+
+    return Web3ChainClient(
+        rpc_url=rpc_url or settings.CHAIN_RPC_URL,
+        private_key=settings.CHAIN_PRIVATE_KEY,
+        timeout=timeout or settings.CHAIN_RPC_TIMEOUT,
+    )

@@ -1,0 +1,96 @@
+"""The web3.py implementation of the chain port: the only module that imports web3.
+
+Every failure is translated here: connectivity problems become ``LedgerUnavailable``
+(retry later), reverts become ``ContractRejected`` (do not retry).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import requests
+from eth_account import Account
+from web3 import Web3
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
+
+from .artifacts import Artifact
+from .errors import ContractRejected, LedgerUnavailable
+
+
+class Web3ChainClient:
+    """Talks JSON-RPC to one node and signs with the node's own key."""
+
+    def __init__(self, *, rpc_url: str, private_key: str, timeout: float = 3.0,
+                 receipt_timeout: float = 30.0) -> None:
+        provider = Web3.HTTPProvider(
+            rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None
+        )
+        self._w3 = Web3(provider)
+        self._account = Account.from_key(private_key)
+        self._receipt_timeout = receipt_timeout
+
+    @property
+    def address(self) -> str:
+        return self._account.address
+
+    def chain_id(self) -> int:
+        with _translated_errors():
+            return self._w3.eth.chain_id
+
+    def block_number(self) -> int:
+        with _translated_errors():
+            return self._w3.eth.block_number
+
+    def has_code(self, address: str) -> bool:
+        with _translated_errors():
+            return len(self._w3.eth.get_code(Web3.to_checksum_address(address))) > 0
+
+    def deploy(self, artifact: Artifact, *args: Any) -> dict:
+        """Deploy and wait for the receipt; returns address, transaction hash and block."""
+        factory = self._w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+        receipt = self._send(factory.constructor(*args))
+        return {
+            "address": receipt["contractAddress"],
+            "transaction": receipt["transactionHash"].to_0x_hex(),
+            "block": receipt["blockNumber"],
+        }
+
+    def transact(self, artifact: Artifact, address: str, function: str, *args: Any) -> dict:
+        contract = self._contract(artifact, address)
+        receipt = self._send(contract.functions[function](*args))
+        return {"transaction": receipt["transactionHash"].to_0x_hex(), "block": receipt["blockNumber"]}
+
+    def call(self, artifact: Artifact, address: str, function: str, *args: Any) -> Any:
+        contract = self._contract(artifact, address)
+        with _translated_errors():
+            return contract.functions[function](*args).call()
+
+    def _contract(self, artifact: Artifact, address: str):
+        return self._w3.eth.contract(address=Web3.to_checksum_address(address), abi=artifact.abi)
+
+    def _send(self, call) -> dict:
+        with _translated_errors():
+            transaction = call.build_transaction({
+                "from": self._account.address,
+                "nonce": self._w3.eth.get_transaction_count(self._account.address, "pending"),
+                "chainId": self._w3.eth.chain_id,
+            })
+            signed = self._account.sign_transaction(transaction)
+            tx_hash = self._w3.eth.send_raw_transaction(signed.raw_transaction)
+            receipt = self._w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self._receipt_timeout)
+        if receipt["status"] != 1:
+            raise ContractRejected(f"transaction {tx_hash.to_0x_hex()} reverted")
+        return receipt
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    try:
+        yield
+    except ContractLogicError as error:
+        raise ContractRejected(str(error)) from None
+    except (requests.RequestException, TimeExhausted, ConnectionError, TimeoutError) as error:
+        raise LedgerUnavailable(f"chain node unreachable: {type(error).__name__}") from None
+    except Web3Exception as error:
+        raise LedgerUnavailable(f"chain node error: {error}") from None
