@@ -49,7 +49,10 @@ def check_broker() -> Check:
 def check_worker() -> Check:
     """A Celery control ping: answered only by a worker that is consuming the broker."""
     try:
-        replies = celery_app.control.ping(timeout=settings.HEALTH_CHECK_TIMEOUT, limit=1)
+        with celery_app.connection_for_write(settings.CELERY_BROKER_URL) as broker:
+            replies = celery_app.control.ping(
+                timeout=settings.HEALTH_CHECK_TIMEOUT, limit=1, connection=broker
+            )
     except Exception as error:  # noqa: BLE001 - kombu raises many transport errors
         return {"status": "down", "error": type(error).__name__}
     if not replies:

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import requests
+from eth_abi import decode as abi_decode
 from eth_account import Account
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
@@ -49,7 +50,7 @@ class Web3ChainClient:
     def deploy(self, artifact: Artifact, *args: Any) -> dict:
         """Deploy and wait for the receipt; returns address, transaction hash and block."""
         factory = self._w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-        receipt = self._send(factory.constructor(*args))
+        receipt = self._send(factory.constructor(*args), artifact)
         return {
             "address": receipt["contractAddress"],
             "transaction": receipt["transactionHash"].to_0x_hex(),
@@ -58,19 +59,19 @@ class Web3ChainClient:
 
     def transact(self, artifact: Artifact, address: str, function: str, *args: Any) -> dict:
         contract = self._contract(artifact, address)
-        receipt = self._send(contract.functions[function](*args))
+        receipt = self._send(contract.functions[function](*args), artifact)
         return {"transaction": receipt["transactionHash"].to_0x_hex(), "block": receipt["blockNumber"]}
 
     def call(self, artifact: Artifact, address: str, function: str, *args: Any) -> Any:
         contract = self._contract(artifact, address)
-        with _translated_errors():
+        with _translated_errors(artifact):
             return contract.functions[function](*args).call()
 
     def _contract(self, artifact: Artifact, address: str):
         return self._w3.eth.contract(address=Web3.to_checksum_address(address), abi=artifact.abi)
 
-    def _send(self, call) -> dict:
-        with _translated_errors():
+    def _send(self, call, artifact: Artifact) -> dict:
+        with _translated_errors(artifact):
             transaction = call.build_transaction({
                 "from": self._account.address,
                 "nonce": self._w3.eth.get_transaction_count(self._account.address, "pending"),
@@ -85,12 +86,26 @@ class Web3ChainClient:
 
 
 @contextmanager
-def _translated_errors() -> Iterator[None]:
+def _translated_errors(artifact: Artifact | None = None) -> Iterator[None]:
     try:
         yield
     except ContractLogicError as error:
-        raise ContractRejected(str(error)) from None
+        raise ContractRejected(_revert_reason(error, artifact)) from None
     except (requests.RequestException, TimeExhausted, ConnectionError, TimeoutError) as error:
         raise LedgerUnavailable(f"chain node unreachable: {type(error).__name__}") from None
     except Web3Exception as error:
         raise LedgerUnavailable(f"chain node error: {error}") from None
+
+
+def _revert_reason(error: ContractLogicError, artifact: Artifact | None) -> str:
+    """Name a custom error (``Gap(11, 12)``) from the ABI instead of showing raw revert data."""
+    data = error.data if isinstance(error.data, str) else ""
+    for item in artifact.abi if artifact else []:
+        if item["type"] != "error":
+            continue
+        types = [arg["type"] for arg in item["inputs"]]
+        selector = Web3.keccak(text=f"{item['name']}({','.join(types)})")[:4].to_0x_hex()
+        if data.startswith(selector):
+            values = abi_decode(types, bytes.fromhex(data[len(selector):]))
+            return f"{item['name']}({', '.join(map(str, values))})"
+    return error.message or str(error)

@@ -1,0 +1,58 @@
+"""Production settings refuse unsafe configuration; every variable is read through settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from config.settings.base import ANVIL_DEFAULT_PRIVATE_KEYS
+from config.stack.services import BASE_DIR
+
+SAFE = {
+    "DJANGO_SECRET_KEY": "k" * 50,
+    "DJANGO_DEBUG": "false",
+    "CHAIN_PRIVATE_KEY": "0x" + "ab" * 32,
+}
+
+
+def import_production(**overrides: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in SAFE}
+    env.update(SAFE)
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return subprocess.run(
+        [sys.executable, "-c", "import config.settings.production"],
+        cwd=BASE_DIR, env=env, capture_output=True, text=True,
+    )
+
+
+def test_production_starts_with_safe_values():
+    result = import_production()
+
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"DJANGO_SECRET_KEY": None}, "DJANGO_SECRET_KEY must be set"),
+        ({"DJANGO_SECRET_KEY": "short"}, "DJANGO_SECRET_KEY must be set"),
+        ({"DJANGO_DEBUG": "true"}, "DJANGO_DEBUG must be off"),
+        ({"CHAIN_PRIVATE_KEY": None}, "CHAIN_PRIVATE_KEY must be set"),
+        ({"CHAIN_PRIVATE_KEY": ANVIL_DEFAULT_PRIVATE_KEYS[0]}, "public development key"),
+        ({"CHAIN_PRIVATE_KEY": ANVIL_DEFAULT_PRIVATE_KEYS[1].upper().replace("0X", "0x")},
+         "public development key"),
+    ],
+)
+def test_production_refuses_unsafe_values(overrides, message):
+    result = import_production(**overrides)
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert message in result.stderr
