@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Slither pins web3<8, so it lives in a tool venv of its own, apart from the app's web3 8.
+TOOLS := .venv-tools
 CONTRACTS := contracts
 ARTIFACTS := $(CONTRACTS)/build/AuditAnchor.json
 
@@ -11,8 +13,8 @@ ARTIFACTS := $(CONTRACTS)/build/AuditAnchor.json
 run: install-run $(ARTIFACTS)
 	$(BIN)/carrack-stack run
 
-test: install-test $(ARTIFACTS)
-	$(BIN)/carrack-stack test
+test: install-test $(TOOLS)/.installed $(ARTIFACTS)
+	SLITHER=$(abspath $(TOOLS))/bin/slither $(BIN)/carrack-stack test
 
 install-run: $(VENV)/.installed-run
 install-test: $(VENV)/.installed-test
@@ -28,6 +30,11 @@ $(VENV)/.installed-test: $(VENV)/.installed-run
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $@
 
+$(TOOLS)/.installed: constraints-tools.txt
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints-tools.txt slither-analyzer==0.11.6
+	touch $@
+
 $(CONTRACTS)/node_modules/.installed: $(CONTRACTS)/package-lock.json
 	cd $(CONTRACTS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -36,4 +43,4 @@ $(ARTIFACTS): $(CONTRACTS)/node_modules/.installed $(wildcard $(CONTRACTS)/*.sol
 	cd $(CONTRACTS) && npm run --silent compile
 
 clean:
-	rm -rf $(VENV) $(CONTRACTS)/node_modules $(CONTRACTS)/build $(CONTRACTS)/out $(CONTRACTS)/cache
+	rm -rf $(VENV) $(TOOLS) $(CONTRACTS)/node_modules $(CONTRACTS)/build $(CONTRACTS)/out $(CONTRACTS)/cache
