@@ -5,17 +5,21 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# forge/anvil come from node_modules; slither's Foundry platform calls `forge`
-# from PATH, and foundry.toml points forge at ./bin/solc (solc-js, offline).
+# forge and anvil come from node_modules; forge.toml points forge at ./bin/solc
+# (solc-js, offline).
 export PATH="$PWD/node_modules/.bin:$PATH"
 
-node_modules/.bin/forge test --offline --use ./bin/solc
+# The Foundry config is forge.toml, not foundry.toml: with a foundry.toml beside the
+# sources, Slither would build through forge and ignore --solc-standard-json.
+export FOUNDRY_CONFIG="$PWD/forge.toml"
+node_modules/.bin/forge test --root . --offline --use ./bin/solc
 
 SLITHER="${SLITHER:-slither}"
 if ! command -v "$SLITHER" >/dev/null 2>&1; then
     echo "check.sh: slither not found (set SLITHER or pip install slither-analyzer==0.11.6)" >&2
     exit 1
 fi
-# `slither .` detects foundry.toml and builds through `forge build` (which uses
-# ./bin/solc); tests, forge-std and OpenZeppelin are excluded from the results.
-"$SLITHER" . --fail-medium --filter-paths "node_modules|test" --exclude-dependencies
+# Slither compiles the top-level sources through the same solc-js wrapper, in Standard JSON.
+"$SLITHER" . --solc ./bin/solc --solc-standard-json \
+    --solc-remaps "@openzeppelin/contracts/=node_modules/@openzeppelin/contracts/" \
+    --exclude-dependencies --filter-paths "node_modules" --fail-medium
