@@ -43,7 +43,9 @@ def stack(tmp_path):
         processes.append(process)
         started = time.monotonic()
         health = wait_healthy(process, ports["WEB"])
-        return process, health, time.monotonic() - started
+        elapsed = time.monotonic() - started
+        banner = read_banner(process)
+        return process, health, elapsed, banner
 
     start.ports = ports
     start.state_dir = tmp_path / "var"
@@ -66,6 +68,17 @@ def wait_healthy(process, port, timeout=120):
     pytest.fail("the stack did not become healthy")
 
 
+def read_banner(process) -> str:
+    """The supervisor prints its banner right after it sees the stack healthy."""
+    lines = []
+    while not lines or lines[-1] != "Press Ctrl-C to stop.":
+        line = process.stdout.readline()
+        if not line:
+            pytest.fail("carrack-stack run ended before its banner:\n" + "\n".join(lines))
+        lines.append(line.rstrip("\n"))
+    return "\n".join(lines)
+
+
 def interrupt(process):
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=90)
@@ -82,8 +95,10 @@ def database_rows(port):
 
 
 def test_run_twice_keeps_contracts_chain_state_and_rows(stack):
-    process, health, _ = stack()
+    process, health, _, banner = stack()
     assert health["status"] == "up"
+    address = health["checks"]["contracts"]["AuditAnchor"]["address"]
+    assert "demo login: demo / " in banner and f"AuditAnchor {address}" in banner
     address = health["checks"]["contracts"]["AuditAnchor"]["address"]
     chain = Web3ChainClient(rpc_url=f"http://127.0.0.1:{stack.ports['CHAIN']}",
                             private_key=settings.ANVIL_DEFAULT_PRIVATE_KEYS[0])
@@ -96,14 +111,15 @@ def test_run_twice_keeps_contracts_chain_state_and_rows(stack):
     returncode, output = interrupt(process)
 
     assert returncode == 0, output
-    assert "Carrack stopped" in output and "demo login: demo / " in output
+    assert "Carrack stopped" in output
     assert not any(port_is_open(port) for port in stack.ports.values())
 
-    process, health, seconds = stack()
+    process, health, seconds, second_banner = stack()
 
     assert health["checks"]["contracts"]["AuditAnchor"] == {"address": address, "code_present": True}
     assert chain.call(artifact, address, "lastAnchored", chain.address) == 1
     assert database_rows(stack.ports["PG"]) == rows
+    assert second_banner.split("demo login:")[1] == banner.split("demo login:")[1]
     print(f"warm start to healthy: {seconds:.1f}s")
     assert interrupt(process)[0] == 0
 
