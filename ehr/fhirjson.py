@@ -1,0 +1,84 @@
+"""Lossless handling of FHIR JSON text: split an object into its top-level members, verbatim.
+
+Re-serializing a parsed resource changes what the client sent (``1.50`` becomes ``1.5``,
+instants and base64 get reformatted by models). The server only ever changes top-level
+members (``id``, ``meta``) or picks some of them (``_elements``, ``_summary``), so it works
+on the raw text of each member and never re-serializes the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+_decoder = json.JSONDecoder(parse_float=Decimal)
+_WHITESPACE = " \t\n\r"
+
+
+class FhirJsonError(ValueError):
+    """The text is not a JSON object (the message says where it stopped making sense)."""
+
+
+def loads(text: str) -> dict:
+    """Parse with decimals kept exact (FHIR decimals carry their precision)."""
+    try:
+        value = _decoder.decode(text)
+    except json.JSONDecodeError as error:
+        raise FhirJsonError(f"invalid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    if not isinstance(value, dict):
+        raise FhirJsonError("a FHIR resource must be a JSON object")
+    return value
+
+
+def split_members(text: str) -> list[tuple[str, str]]:
+    """The top-level members of a JSON object as (name, raw value text), in order."""
+    members: list[tuple[str, str]] = []
+    index = _skip(text, 0)
+    if not text.startswith("{", index):
+        raise FhirJsonError("a FHIR resource must be a JSON object")
+    index = _skip(text, index + 1)
+    if text.startswith("}", index):
+        return members
+    while True:
+        if not text.startswith('"', index):
+            raise FhirJsonError(f"expected a member name at offset {index}")
+        name, index = json.decoder.scanstring(text, index + 1)
+        index = _skip(text, index)
+        if not text.startswith(":", index):
+            raise FhirJsonError(f"expected ':' at offset {index}")
+        start = _skip(text, index + 1)
+        try:
+            _, end = _decoder.raw_decode(text, start)
+        except json.JSONDecodeError as error:
+            raise FhirJsonError(f"invalid JSON: {error.msg} at offset {error.pos}") from None
+        members.append((name, text[start:end]))
+        index = _skip(text, end)
+        if text.startswith(",", index):
+            index = _skip(text, index + 1)
+        elif text.startswith("}", index):
+            return members
+        else:
+            raise FhirJsonError(f"expected ',' or '}}' at offset {index}")
+
+
+def join_members(members: list[tuple[str, str]]) -> str:
+    """The inverse of ``split_members``: raw member texts assembled into one object."""
+    return "{" + ",".join(f"{json.dumps(name)}:{raw}" for name, raw in members) + "}"
+
+
+def dumps(value) -> str:
+    """Compact JSON for values the server builds itself (meta, bundles, outcomes)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_decimal)
+
+
+def _decimal(value):
+    """Decimals in server-built values (never client text, which stays verbatim)."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _skip(text: str, index: int) -> int:
+    while index < len(text) and text[index] in _WHITESPACE:
+        index += 1
+    return index
