@@ -30,6 +30,14 @@ def loads(text: str) -> dict:
     return value
 
 
+def value(raw: str):
+    """Parse one raw JSON value (a member's text from ``split_members``)."""
+    try:
+        return _decoder.decode(raw)
+    except json.JSONDecodeError as error:
+        raise FhirJsonError(f"invalid JSON: {error.msg} at offset {error.pos}") from None
+
+
 def split_members(text: str) -> list[tuple[str, str]]:
     """The top-level members of a JSON object as (name, raw value text), in order."""
     members: list[tuple[str, str]] = []
@@ -67,15 +75,54 @@ def join_members(members: list[tuple[str, str]]) -> str:
 
 
 def dumps(value) -> str:
-    """Compact JSON for values the server builds itself (meta, bundles, outcomes)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_decimal)
+    """Compact JSON for values the server builds or patches; ``Decimal`` is written exactly."""
+    return "".join(_encode(value))
 
 
-def _decimal(value):
-    """Decimals in server-built values (never client text, which stays verbatim)."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+def _encode(value):
+    if isinstance(value, str):
+        yield json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, dict):
+        yield "{"
+        for position, (key, item) in enumerate(value.items()):
+            yield ("," if position else "") + json.dumps(str(key), ensure_ascii=False) + ":"
+            yield from _encode(item)
+        yield "}"
+    elif isinstance(value, (list, tuple)):
+        yield "["
+        for position, item in enumerate(value):
+            if position:
+                yield ","
+            yield from _encode(item)
+        yield "]"
+    elif isinstance(value, Decimal):
+        yield str(value) if value.is_finite() else "null"
+    else:  # bool, None, int, float
+        yield json.dumps(value)
+
+
+def split_array(text: str) -> list[str]:
+    """The raw texts of a JSON array's elements (bundle entries), verbatim."""
+    elements: list[str] = []
+    index = _skip(text, 0)
+    if not text.startswith("[", index):
+        raise FhirJsonError("expected a JSON array")
+    index = _skip(text, index + 1)
+    if text.startswith("]", index):
+        return elements
+    while True:
+        try:
+            _, end = _decoder.raw_decode(text, index)
+        except json.JSONDecodeError as error:
+            raise FhirJsonError(f"invalid JSON: {error.msg} at offset {error.pos}") from None
+        elements.append(text[index:end])
+        index = _skip(text, end)
+        if text.startswith(",", index):
+            index = _skip(text, index + 1)
+        elif text.startswith("]", index):
+            return elements
+        else:
+            raise FhirJsonError(f"expected ',' or ']' at offset {index}")
 
 
 def _skip(text: str, index: int) -> int:

@@ -10,6 +10,7 @@ import secrets
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
+from rest_framework.authtoken.models import Token
 
 DEMO_USERNAME = "demo"
 
@@ -32,4 +33,5 @@ class Command(BaseCommand):
         if created or not user.check_password(password):
             user.set_password(password)
             user.save()
-        self.stdout.write(f"demo login: {DEMO_USERNAME} / {password}")
+        token, _ = Token.objects.get_or_create(user=user)
+        self.stdout.write(f"demo login: {DEMO_USERNAME} / {password}  (FHIR: Authorization: Bearer {token.key})")

@@ -1,0 +1,141 @@
+"""The HTTP side of FHIR: media types, Prefer, headers, and errors as OperationOutcome.
+
+Every answer from ``/fhir/`` goes through here, so no client ever sees HTML, a DRF
+``{"detail": ...}`` or a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
+
+from ehr import fhirjson
+from ehr.fhir import FhirError, issue, operation_outcome
+from ehr.models import Resource, ResourceVersion
+
+logger = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+JSON_TYPES = ("application/fhir+json", "application/json", "application/json-patch+json")
+XML_MARKERS = ("xml",)
+FORMAT_ALIASES = {"json": FHIR_JSON, "application/json": FHIR_JSON, "application/fhir+json": FHIR_JSON}
+
+
+def fhir_response(body: str | dict | None, status: int = 200, *, headers: dict | None = None,
+                  fhir_version: str | None = None) -> HttpResponse:
+    text = fhirjson.dumps(body) if isinstance(body, dict) else (body or "")
+    content_type = f"{FHIR_JSON}; charset=utf-8"
+    if fhir_version:
+        content_type += f"; fhirVersion={fhir_version}"
+    response = HttpResponse(text, status=status, content_type=content_type)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def outcome_response(error: FhirError) -> HttpResponse:
+    return fhir_response(error.outcome(), error.status, headers=error.headers)
+
+
+def resource_headers(row: Resource | ResourceVersion, base_url: str) -> dict[str, str]:
+    return {
+        "ETag": f'W/"{row.version_id}"',
+        "Last-Modified": row.last_updated.strftime("%a, %d %b %Y %H:%M:%S GMT"),
+        "Location": f"{base_url}/{row.resource_type}/{row.logical_id}/_history/{row.version_id}",
+    }
+
+
+def negotiate(request: HttpRequest) -> None:
+    """Refuse XML (406 for answers, 415 for bodies) and any body that is not JSON."""
+    wanted = request.GET.get("_format") or request.headers.get("Accept", "")
+    if any(marker in wanted.lower() for marker in XML_MARKERS) and "json" not in wanted.lower():
+        raise FhirError(406, "not-supported", "Only JSON is supported (application/fhir+json)")
+    if request.method in ("POST", "PUT", "PATCH") and request.body:
+        content_type = request.content_type.lower()
+        if content_type == "application/x-www-form-urlencoded" and request.path.endswith("/_search"):
+            return
+        if content_type not in JSON_TYPES:
+            raise FhirError(415, "not-supported",
+                            f"Unsupported Content-Type '{content_type}'; send application/fhir+json")
+
+
+def requested_fhir_version(request: HttpRequest) -> str | None:
+    match = re.search(r"fhirVersion\s*=\s*([0-9.]+)", request.headers.get("Accept", ""))
+    return match.group(1) if match else None
+
+
+def prefer(request: HttpRequest, name: str) -> str | None:
+    for part in request.headers.get("Prefer", "").split(";"):
+        for item in part.split(","):
+            key, _, value = item.strip().partition("=")
+            if key.strip() == name:
+                return value.strip().strip('"')
+    return None
+
+
+def written_response(request: HttpRequest, row: Resource, status: int, base_url: str) -> HttpResponse:
+    """A create or update answer, shaped by ``Prefer: return=…``."""
+    headers = resource_headers(row, base_url)
+    wanted = prefer(request, "return") or "representation"
+    if wanted == "minimal":
+        return fhir_response(None, status, headers=headers)
+    if wanted == "OperationOutcome":
+        message = f"{row.resource_type}/{row.logical_id} stored as version {row.version_id}"
+        return fhir_response(operation_outcome([issue("information", "informational", message)]), status,
+                             headers=headers)
+    return fhir_response(row.text, status, headers=headers)
+
+
+def base_url(request: HttpRequest) -> str:
+    return request.build_absolute_uri("/fhir").rstrip("/")
+
+
+def authenticate(request: HttpRequest) -> None:
+    """A bearer token (or an admin session) is required; OAuth2/SMART scopes come with access control."""
+    if request.user.is_authenticated:
+        return
+    try:
+        found = BearerTokenAuthentication().authenticate(request)
+    except AuthenticationFailed:
+        found = None
+    if found is None:
+        raise FhirError(401, "login", "Authentication required (Authorization: Bearer <token>)",
+                        headers={"WWW-Authenticate": 'Bearer realm="fhir"'})
+    request.user = found[0]
+
+
+class BearerTokenAuthentication(TokenAuthentication):
+    keyword = "Bearer"
+
+
+def _roll_back() -> None:
+    """A failed request writes nothing, even under ATOMIC_REQUESTS."""
+    if transaction.get_connection().in_atomic_block:
+        transaction.set_rollback(True)
+
+
+def fhir_endpoint(view):
+    """Turn every failure into an OperationOutcome; unexpected ones are logged, never shown."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        try:
+            negotiate(request)
+            authenticate(request)
+            return view(request, *args, **kwargs)
+        except FhirError as error:
+            _roll_back()
+            return outcome_response(error)
+        except Exception:  # noqa: BLE001 - the one place that must answer no matter what
+            _roll_back()
+            logger.exception("FHIR request failed: %s %s", request.method, request.path)
+            return outcome_response(FhirError(500, "exception", "Internal error; the request was not applied"))
+
+    return wrapped
+

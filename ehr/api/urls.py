@@ -1,0 +1,23 @@
+"""Routes under /fhir/: the FHIR RESTful API (R4)."""
+
+from django.urls import path, re_path
+
+from . import views
+
+TYPE = r"(?P<resource_type>[A-Z][A-Za-z]{1,63})"
+ID = r"(?P<logical_id>[A-Za-z0-9\-.]{1,64})"
+
+urlpatterns = [
+    path("metadata", views.metadata, name="fhir-metadata"),
+    path("", views.system, name="fhir-base"),
+    path("_search", views.system_search),
+    path("_history", views.history),
+    re_path(rf"^Patient/{ID}/\$everything$", views.everything, name="fhir-everything"),
+    re_path(rf"^{TYPE}/?$", views.type_root, name="fhir-type"),
+    re_path(rf"^{TYPE}/_search$", views.type_search),
+    re_path(rf"^{TYPE}/_history$", views.history),
+    re_path(rf"^{TYPE}/{ID}$", views.instance, name="fhir-instance"),
+    re_path(rf"^{TYPE}/{ID}/_history$", views.history),
+    re_path(rf"^{TYPE}/{ID}/_history/(?P<version_id>[^/]+)$", views.vread),
+    re_path(r"^(?P<path>.*)$", views.unknown),
+]

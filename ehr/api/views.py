@@ -1,0 +1,219 @@
+"""FHIR REST interactions. Views parse the request, call one service or selector, and render."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlsplit
+
+from django.http import HttpRequest, HttpResponse
+from django.test import RequestFactory
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.csrf import csrf_exempt
+
+from ehr import selectors, services
+from ehr.fhir import FhirError
+from ehr.search import SearchError, parse_search, run_search, searchset_bundle
+
+from . import bundles
+from .capability import capability_statement
+from .http import (
+    base_url,
+    fhir_endpoint,
+    fhir_response,
+    prefer,
+    requested_fhir_version,
+    resource_headers,
+    written_response,
+)
+
+
+@csrf_exempt
+@fhir_endpoint
+def metadata(request: HttpRequest) -> HttpResponse:
+    _allow(request, "GET")
+    version = requested_fhir_version(request)
+    statement = capability_statement(base_url(request), fhir_version=version)
+    return fhir_response(statement, fhir_version=statement["fhirVersion"])
+
+
+@csrf_exempt
+@fhir_endpoint
+def system(request: HttpRequest) -> HttpResponse:
+    """The base URL: POST a batch/transaction Bundle, GET a search over all types."""
+    _allow(request, "GET", "POST")
+    if request.method == "POST":
+        wants_resources = prefer(request, "return") == "representation"
+        status, body = services.bundle_process(
+            text=_body(request), handle_get=_get_handler(request), return_resources=wants_resources
+        )
+        return fhir_response(body, status)
+    return _search(request, None, _query_params(request))
+
+
+@csrf_exempt
+@fhir_endpoint
+def system_search(request: HttpRequest) -> HttpResponse:
+    _allow(request, "POST")
+    return _search(request, None, _post_params(request))
+
+
+@csrf_exempt
+@fhir_endpoint
+def history(request: HttpRequest, resource_type: str | None = None, logical_id: str | None = None):
+    _allow(request, "GET")
+    params = _query_params(request)
+    offset, count = _paging(request, default=selectors.HISTORY_DEFAULT_COUNT)
+    page = selectors.history(resource_type=resource_type, logical_id=logical_id,
+                             since=_since(request), offset=offset, count=count)
+    base = base_url(request)
+    self_url = base + "/" + "/".join(p for p in (resource_type, logical_id, "_history") if p)
+    links = bundles.paging_links(self_url, params, offset=offset, count=page.count, total=page.total)
+    return fhir_response(bundles.history_bundle(page.versions, base_url=base, total=page.total, links=links))
+
+
+@csrf_exempt
+@fhir_endpoint
+def type_root(request: HttpRequest, resource_type: str) -> HttpResponse:
+    """GET searches, POST creates (If-None-Exist: conditional), PUT with criteria updates."""
+    _allow(request, "GET", "POST", "PUT")
+    if request.method == "POST":
+        outcome = services.resource_create(resource_type=resource_type, text=_body(request),
+                                           if_none_exist=request.headers.get("If-None-Exist"))
+        return written_response(request, outcome.resource, outcome.status, base_url(request))
+    if request.method == "PUT":
+        outcome = services.resource_conditional_update(
+            resource_type=resource_type, query=request.META.get("QUERY_STRING", ""), text=_body(request)
+        )
+        return written_response(request, outcome.resource, outcome.status, base_url(request))
+    return _search(request, resource_type, _query_params(request))
+
+
+@csrf_exempt
+@fhir_endpoint
+def type_search(request: HttpRequest, resource_type: str) -> HttpResponse:
+    _allow(request, "POST")
+    return _search(request, resource_type, _post_params(request))
+
+
+@csrf_exempt
+@fhir_endpoint
+def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpResponse:
+    _allow(request, "GET", "HEAD", "PUT", "PATCH", "DELETE")
+    base = base_url(request)
+    if request.method == "PUT":
+        outcome = services.resource_update(resource_type=resource_type, logical_id=logical_id,
+                                           text=_body(request), if_match=request.headers.get("If-Match"))
+        return written_response(request, outcome.resource, outcome.status, base)
+    if request.method == "PATCH":
+        if request.content_type != "application/json-patch+json":
+            raise FhirError(415, "not-supported", "PATCH accepts application/json-patch+json")
+        outcome = services.resource_patch(resource_type=resource_type, logical_id=logical_id,
+                                          patch_text=_body(request), if_match=request.headers.get("If-Match"))
+        return written_response(request, outcome.resource, outcome.status, base)
+    if request.method == "DELETE":
+        services.resource_delete(resource_type=resource_type, logical_id=logical_id)
+        return fhir_response(None, 204)
+    row = selectors.resource_read(resource_type=resource_type, logical_id=logical_id)
+    if request.headers.get("If-None-Match") == f'W/"{row.version_id}"':
+        return fhir_response(None, 304, headers=resource_headers(row, base))
+    return fhir_response(row.text, headers=resource_headers(row, base))
+
+
+@csrf_exempt
+@fhir_endpoint
+def vread(request: HttpRequest, resource_type: str, logical_id: str, version_id: str) -> HttpResponse:
+    _allow(request, "GET", "HEAD")
+    version = selectors.resource_vread(resource_type=resource_type, logical_id=logical_id,
+                                       version_id=version_id)
+    return fhir_response(version.text, headers=resource_headers(version, base_url(request)))
+
+
+@csrf_exempt
+@fhir_endpoint
+def everything(request: HttpRequest, logical_id: str) -> HttpResponse:
+    _allow(request, "GET")
+    offset, count = _paging(request, default=selectors.HISTORY_DEFAULT_COUNT)
+    resources, total = selectors.patient_everything(logical_id=logical_id, offset=offset, count=count)
+    base = base_url(request)
+    links = bundles.paging_links(f"{base}/Patient/{logical_id}/$everything", _query_params(request),
+                                 offset=offset, count=count, total=total)
+    return fhir_response(bundles.searchset(resources, base_url=base, total=total, links=links))
+
+
+@csrf_exempt
+@fhir_endpoint
+def unknown(request: HttpRequest, path: str = "") -> HttpResponse:
+    raise FhirError(404, "not-found", f"No FHIR endpoint at /fhir/{path[:100]}")
+
+
+def _search(request: HttpRequest, resource_type: str | None, params: list[tuple[str, str]]) -> HttpResponse:
+    strict = prefer(request, "handling") == "strict"
+    try:
+        query = parse_search(resource_type, params, strict=strict)
+        result = run_search(query)
+    except SearchError as error:
+        raise FhirError(400, error.code, error.message) from None
+    body = searchset_bundle(result, base_url=base_url(request), resource_type=resource_type, query=query)
+    return fhir_response(body)
+
+
+def _get_handler(request: HttpRequest):
+    """Answer a Bundle entry's GET by routing it through these same views, as the same user."""
+    from django.urls import Resolver404, resolve
+
+    def handle(url: str) -> tuple[int, str]:
+        path = "/fhir/" + urlsplit(url).path.lstrip("/")
+        inner = RequestFactory().get(path, dict(parse_qsl(urlsplit(url).query)),
+                                     HTTP_HOST=request.get_host())
+        inner.user = request.user
+        try:
+            match = resolve(path)
+        except Resolver404:
+            return 404, ""
+        response = match.func(inner, *match.args, **match.kwargs)
+        return response.status_code, response.content.decode()
+
+    return handle
+
+
+def _allow(request: HttpRequest, *methods: str) -> None:
+    if request.method not in methods:
+        raise FhirError(405, "not-supported", f"{request.method} is not supported here",
+                        headers={"Allow": ", ".join(methods)})
+
+
+def _body(request: HttpRequest) -> str:
+    try:
+        return request.body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FhirError(400, "structure", "The body is not UTF-8") from None
+
+
+def _query_params(request: HttpRequest) -> list[tuple[str, str]]:
+    """Query parameters in request order, repeats kept (a repeat means AND)."""
+    return parse_qsl(request.META.get("QUERY_STRING", ""), keep_blank_values=True)
+
+
+def _post_params(request: HttpRequest) -> list[tuple[str, str]]:
+    body = parse_qsl(_body(request), keep_blank_values=True)
+    return _query_params(request) + body
+
+
+def _paging(request: HttpRequest, *, default: int) -> tuple[int, int]:
+    try:
+        offset = int(request.GET.get("_offset", 0))
+        count = int(request.GET.get("_count", default))
+    except ValueError:
+        raise FhirError(400, "invalid", "_count and _offset must be integers") from None
+    if offset < 0 or count < 0:
+        raise FhirError(400, "invalid", "_count and _offset must not be negative")
+    return offset, count
+
+
+def _since(request: HttpRequest):
+    raw = request.GET.get("_since")
+    if raw is None:
+        return None
+    moment = parse_datetime(raw)
+    if moment is None or moment.tzinfo is None:
+        raise FhirError(400, "invalid", "_since must be an instant with a time zone")
+    return moment

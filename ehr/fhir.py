@@ -1,0 +1,109 @@
+"""FHIR rules that need no database: parsing, validation with fhir.resources, OperationOutcome.
+
+Every problem with client input becomes one ``FhirError`` carrying the HTTP status and
+the FHIR issue code; the API turns it into an ``OperationOutcome``. Validation uses
+``fhir.resources.R4B`` (wire-compatible with R4 for the clinical resources; see
+docs/fhir.md for the differences).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.resource import Resource
+from pydantic import ValidationError
+
+from . import fhirjson
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+MAX_ISSUES = 20
+
+
+class FhirError(Exception):
+    """A request the server refuses, with its HTTP status and FHIR issue type."""
+
+    def __init__(self, status: int, code: str, diagnostics: str, *, issues: list[dict] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(diagnostics)
+        self.status = status
+        self.code = code
+        self.diagnostics = diagnostics
+        self.issues = issues
+        self.headers = headers or {}
+
+    def outcome(self) -> dict:
+        return operation_outcome(self.issues or [issue("error", self.code, self.diagnostics)])
+
+
+def issue(severity: str, code: str, diagnostics: str, expression: str | None = None) -> dict:
+    entry = {"severity": severity, "code": code, "diagnostics": diagnostics}
+    if expression:
+        entry["expression"] = [expression]
+    return entry
+
+
+def operation_outcome(issues: list[dict]) -> dict:
+    return {"resourceType": "OperationOutcome", "issue": issues}
+
+
+@cache
+def model_class(resource_type: str):
+    """The fhir.resources model of a resource type, or None when the type does not exist."""
+    if not re.fullmatch(r"[A-Z][A-Za-z]{1,63}", resource_type):
+        return None
+    try:
+        model = get_fhir_model_class(resource_type)
+    except (KeyError, ValueError, ImportError, AttributeError):
+        return None
+    return model if issubclass(model, Resource) else None
+
+
+def require_resource_type(resource_type: str) -> None:
+    if model_class(resource_type) is None:
+        raise FhirError(404, "not-found", f"Unknown resource type '{resource_type}'")
+
+
+def parse_resource(text: str, *, expected_type: str | None = None) -> dict:
+    """Parse and validate one resource; the dict keeps decimals exact (``Decimal``)."""
+    try:
+        resource = fhirjson.loads(text)
+    except fhirjson.FhirJsonError as error:
+        raise FhirError(400, "structure", str(error)) from None
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str) or model_class(resource_type) is None:
+        raise FhirError(400, "structure", f"Unknown or missing resourceType: {resource_type!r}")
+    if expected_type and resource_type != expected_type:
+        raise FhirError(400, "invalid",
+                        f"resourceType '{resource_type}' does not match the URL's '{expected_type}'")
+    validate(resource)
+    return resource
+
+
+def validate(resource: dict) -> None:
+    """Validate against the R4B model; a failure lists each problem with its FHIRPath-ish location."""
+    try:
+        model_class(resource["resourceType"]).model_validate(resource)
+    except ValidationError as error:
+        problems = error.errors(include_url=False, include_input=False)
+        issues = [
+            issue("error", "structure" if p["type"] == "extra_forbidden" else "value",
+                  f"{_location(p['loc'])}: {p['msg']}", _location(p["loc"]))
+            for p in problems[:MAX_ISSUES]
+        ]
+        raise FhirError(422, "processing", f"{resource['resourceType']} is invalid", issues=issues) from None
+    except (TypeError, ValueError) as error:
+        raise FhirError(422, "processing", f"{resource['resourceType']} is invalid: {error}") from None
+
+
+def check_id(logical_id: str) -> None:
+    if not ID_PATTERN.fullmatch(logical_id):
+        raise FhirError(400, "invalid", f"'{logical_id[:80]}' is not a valid FHIR id")
+
+
+def _location(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path.lstrip(".")

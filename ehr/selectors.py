@@ -1,0 +1,88 @@
+"""Reads that are not searches: read, vread and history (instance, type, system)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import QuerySet
+
+from ehr.fhir import FhirError, require_resource_type
+from ehr.models import Resource, ResourceVersion
+
+HISTORY_DEFAULT_COUNT = 50
+HISTORY_MAX_COUNT = 500
+
+
+def resource_read(*, resource_type: str, logical_id: str) -> Resource:
+    require_resource_type(resource_type)
+    row = Resource.objects.filter(resource_type=resource_type, logical_id=logical_id).first()
+    if row is None:
+        raise FhirError(404, "not-found", f"{resource_type}/{logical_id} is not known")
+    if row.deleted:
+        raise FhirError(410, "deleted", f"{resource_type}/{logical_id} has been deleted",
+                        headers={"ETag": f'W/"{row.version_id}"'})
+    return row
+
+
+def resource_vread(*, resource_type: str, logical_id: str, version_id: str) -> ResourceVersion:
+    require_resource_type(resource_type)
+    version = ResourceVersion.objects.filter(
+        resource_type=resource_type, logical_id=logical_id,
+        version_id=int(version_id) if version_id.isdigit() else -1,
+    ).first()
+    if version is None:
+        raise FhirError(404, "not-found", f"{resource_type}/{logical_id}/_history/{version_id} is not known")
+    if version.deleted:
+        raise FhirError(410, "deleted", f"Version {version_id} of {resource_type}/{logical_id} is a deletion")
+    return version
+
+
+@dataclass
+class HistoryPage:
+    versions: list[ResourceVersion]
+    total: int
+    offset: int
+    count: int
+
+
+def history(*, resource_type: str | None = None, logical_id: str | None = None,
+            since: datetime | None = None, offset: int = 0,
+            count: int = HISTORY_DEFAULT_COUNT) -> HistoryPage:
+    """Versions newest first; the instance level also answers 404 for an unknown resource."""
+    versions: QuerySet = ResourceVersion.objects.all()
+    if resource_type:
+        require_resource_type(resource_type)
+        versions = versions.filter(resource_type=resource_type)
+    if logical_id:
+        versions = versions.filter(logical_id=logical_id)
+        if not versions.exists():
+            raise FhirError(404, "not-found", f"{resource_type}/{logical_id} is not known")
+    if since:
+        versions = versions.filter(last_updated__gte=since)
+    count = max(0, min(count, HISTORY_MAX_COUNT))
+    page = list(versions.order_by("-last_updated", "-id")[offset:offset + count])
+    return HistoryPage(versions=page, total=versions.count(), offset=offset, count=count)
+
+
+def patient_everything(*, logical_id: str, offset: int = 0,
+                       count: int = HISTORY_DEFAULT_COUNT) -> tuple[list[Resource], int]:
+    """The Patient and every current resource in its compartment (official R4 definition)."""
+    from django.db.models import Exists, OuterRef, Q
+
+    from ehr.models import ReferenceIndex
+    from ehr.searchparams import patient_compartment, resource_types
+
+    patient = resource_read(resource_type="Patient", logical_id=logical_id)
+    links = Q()
+    for resource_type in resource_types():
+        codes = patient_compartment(resource_type)
+        if codes:
+            links |= Q(resource_type=resource_type, param__in=codes)
+    linked = ReferenceIndex.objects.filter(
+        links, resource_id=OuterRef("pk"), target_type="Patient", target_id=logical_id
+    )
+    members = Resource.objects.filter(Q(pk=patient.pk) | Q(Exists(linked)), deleted=False)
+    count = max(0, min(count, HISTORY_MAX_COUNT))
+    page = list(members.order_by("resource_type", "id")[offset:offset + count])
+    return page, members.count()

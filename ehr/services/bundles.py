@@ -1,0 +1,233 @@
+"""Batch and transaction Bundles posted to the base URL.
+
+A transaction is all-or-nothing, processed in the spec's order (DELETE, POST, PUT/PATCH,
+GET) with ``urn:uuid:`` references rewritten to the ids the server assigns; plain creates
+are written in bulk. A batch runs each entry on its own savepoint, so entries fail
+independently. Responses list the entries in request order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+from urllib.parse import urlsplit
+
+from django.db import transaction
+
+from ehr import fhirjson
+from ehr.fhir import FhirError, issue, operation_outcome, parse_resource, require_resource_type
+from ehr.models import Resource
+
+from . import resources as single
+from .storage import Pending, insert_new, instant, new_id
+
+PROCESSING_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+REFERENCE = re.compile(r'("reference"\s*:\s*")(urn:uuid:[0-9a-fA-F-]{36}|urn:oid:[0-9.]+)(")')
+
+GetHandler = Callable[[str], tuple[int, str]]
+
+
+@dataclass
+class Entry:
+    index: int
+    method: str
+    url: str
+    full_url: str | None
+    resource_text: str | None
+    if_none_exist: str | None = None
+    if_match: str | None = None
+    assigned_id: str | None = None
+    response: str = ""  # the response entry's JSON text, once processed
+    resource: Resource | None = field(default=None, repr=False)
+
+
+def bundle_process(*, text: str, handle_get: GetHandler, return_resources: bool = False) -> tuple[int, str]:
+    """Run a batch or transaction Bundle; returns (HTTP status, response Bundle or outcome text)."""
+    bundle_type, entries = _parse_bundle(text)
+    if bundle_type == "transaction":
+        with transaction.atomic():
+            _run_transaction(entries, handle_get, return_resources)
+        kind = "transaction-response"
+    else:
+        for entry in entries:
+            _run_batch_entry(entry, handle_get, return_resources)
+        kind = "batch-response"
+    body = (f'{{"resourceType":"Bundle","type":"{kind}","entry":['
+            + ",".join(entry.response for entry in entries) + "]}")
+    return 200, body
+
+
+def _parse_bundle(text: str) -> tuple[str, list[Entry]]:
+    try:
+        members = dict(fhirjson.split_members(text))
+        resource_type = fhirjson.value(members.get("resourceType", "null"))
+        bundle_type = fhirjson.value(members.get("type", "null"))
+        raw_entries = fhirjson.split_array(members["entry"]) if "entry" in members else []
+    except fhirjson.FhirJsonError as error:
+        raise FhirError(400, "structure", str(error)) from None
+    if resource_type != "Bundle":
+        raise FhirError(400, "invalid", "The base URL accepts only a Bundle")
+    if bundle_type not in ("batch", "transaction"):
+        raise FhirError(400, "invalid", f"Bundle.type must be batch or transaction, not {bundle_type!r}")
+    return bundle_type, [_parse_entry(index, raw) for index, raw in enumerate(raw_entries)]
+
+
+def _parse_entry(index: int, raw: str) -> Entry:
+    try:
+        members = dict(fhirjson.split_members(raw))
+        request = fhirjson.loads(members.get("request", "{}"))
+        full_url = fhirjson.value(members["fullUrl"]) if "fullUrl" in members else None
+    except fhirjson.FhirJsonError as error:
+        raise FhirError(400, "structure", f"entry[{index}]: {error}") from None
+    method, url = request.get("method"), request.get("url")
+    if method not in PROCESSING_ORDER or not isinstance(url, str) or not url:
+        raise FhirError(400, "invalid", f"entry[{index}]: request.method and request.url are required")
+    return Entry(index, method, url.lstrip("/"), full_url, members.get("resource"),
+                 request.get("ifNoneExist"), request.get("ifMatch"))
+
+
+def _run_transaction(entries: list[Entry], handle_get: GetHandler, return_resources: bool) -> None:
+    identities = _assign_identities(entries)
+    for entry in entries:
+        if entry.resource_text is not None:
+            entry.resource_text = _rewrite_references(entry, identities)
+    ordered = sorted(entries, key=lambda e: (PROCESSING_ORDER[e.method], e.index))
+    creates = [e for e in ordered if e.method == "POST" and e.response == ""]
+    _bulk_create(creates, return_resources)
+    for entry in ordered:
+        if entry.response:
+            continue
+        try:
+            status = _run_entry(entry, handle_get, return_resources)
+        except FhirError as error:
+            raise FhirError(error.status, error.code,
+                            f"entry[{entry.index}] {entry.method} {entry.url}: {error.diagnostics}",
+                            issues=error.issues) from None
+        if status >= 400:
+            raise FhirError(status, "processing", f"entry[{entry.index}] {entry.method} {entry.url} failed")
+
+
+def _assign_identities(entries: list[Entry]) -> dict[str, str]:
+    """fullUrl → 'Type/id' for every entry that creates or names a resource."""
+    identities: dict[str, str] = {}
+    for entry in entries:
+        resource_type, logical_id = _split_url(entry.url)
+        if entry.method == "POST":
+            if entry.if_none_exist:
+                try:
+                    matches = single._conditional_matches(resource_type, single._criteria(entry.if_none_exist))
+                except FhirError as error:
+                    raise FhirError(error.status, error.code,
+                                    f"entry[{entry.index}] ifNoneExist: {error.diagnostics}") from None
+                if matches:
+                    entry.resource = matches[0]
+                    entry.response = _response(matches[0], "200 OK", return_resources=False)
+                    logical_id = matches[0].logical_id
+            logical_id = logical_id or new_id()
+            entry.url = f"{resource_type}/{logical_id}" if entry.response else resource_type
+            entry.assigned_id = logical_id
+        if entry.full_url and logical_id:
+            identities[entry.full_url] = f"{resource_type}/{logical_id}"
+    return identities
+
+
+def _rewrite_references(entry: Entry, identities: dict[str, str]) -> str:
+    def replace(match: re.Match) -> str:
+        target = identities.get(match.group(2))
+        if target is None:
+            raise FhirError(400, "invalid", f"entry[{entry.index}]: unresolved reference {match.group(2)}")
+        return match.group(1) + target + match.group(3)
+
+    return REFERENCE.sub(replace, entry.resource_text)
+
+
+def _bulk_create(entries: list[Entry], return_resources: bool) -> None:
+    pendings = []
+    for entry in entries:
+        resource_type, _ = _split_url(entry.url)
+        require_resource_type(resource_type)
+        try:
+            parsed = parse_resource(entry.resource_text or "", expected_type=resource_type)
+        except FhirError as error:
+            raise FhirError(error.status, error.code, f"entry[{entry.index}]: {error.diagnostics}",
+                            issues=error.issues) from None
+        pendings.append(Pending(resource_type, entry.assigned_id, entry.resource_text, parsed, "POST"))
+    for entry, row in zip(entries, insert_new(pendings)):
+        entry.resource = row
+        entry.response = _response(row, "201 Created", return_resources)
+
+
+def _run_batch_entry(entry: Entry, handle_get: GetHandler, return_resources: bool) -> None:
+    try:
+        with transaction.atomic():
+            if entry.method == "POST":
+                resource_type, _ = _split_url(entry.url)
+                outcome = single.resource_create(resource_type=resource_type, text=entry.resource_text or "",
+                                                 if_none_exist=entry.if_none_exist)
+                entry.response = _response(outcome.resource, "201 Created" if outcome.created else "200 OK",
+                                           return_resources)
+            else:
+                _run_entry(entry, handle_get, return_resources)
+    except FhirError as error:
+        entry.response = _error_response(error)
+
+
+def _run_entry(entry: Entry, handle_get: GetHandler, return_resources: bool) -> int:
+    """Run one non-create entry; returns its HTTP status."""
+    if entry.method in ("GET", "HEAD"):
+        status, body = handle_get(entry.url)
+        entry.response = f'{{"response":{{"status":"{status}"}}' + (f',"resource":{body}' if body else "") + "}"
+        return status
+    resource_type, logical_id = _split_url(entry.url)
+    query = entry.url.partition("?")[2]
+    if entry.method == "DELETE":
+        single.resource_delete(resource_type=resource_type, logical_id=_required_id(logical_id, entry))
+        entry.response = '{"response":{"status":"204 No Content"}}'
+    elif entry.method == "PUT" and query:
+        outcome = single.resource_conditional_update(resource_type=resource_type, query=query,
+                                                     text=entry.resource_text or "")
+        entry.response = _response(outcome.resource, _status_line(outcome.status), return_resources)
+    elif entry.method == "PUT":
+        outcome = single.resource_update(resource_type=resource_type, logical_id=_required_id(logical_id, entry),
+                                         text=entry.resource_text or "", if_match=entry.if_match)
+        entry.response = _response(outcome.resource, _status_line(outcome.status), return_resources)
+    else:
+        raise FhirError(405, "not-supported", "PATCH in a Bundle is not supported; PATCH the resource itself")
+    return 200
+
+
+def _split_url(url: str) -> tuple[str, str | None]:
+    path = urlsplit(url).path.strip("/")
+    parts = path.split("/")
+    return parts[0], (parts[1] if len(parts) > 1 and parts[1] else None)
+
+
+def _required_id(logical_id: str | None, entry: Entry) -> str:
+    if not logical_id:
+        raise FhirError(400, "invalid", f"entry[{entry.index}]: {entry.method} needs Type/id in request.url")
+    return logical_id
+
+
+def _status_line(status: int) -> str:
+    return {200: "200 OK", 201: "201 Created"}[status]
+
+
+def _response(row: Resource, status: str, return_resources: bool) -> str:
+    response = {
+        "status": status,
+        "location": f"{row.resource_type}/{row.logical_id}/_history/{row.version_id}",
+        "etag": f'W/"{row.version_id}"',
+        "lastModified": instant(row.last_updated),
+    }
+    body = f'{{"fullUrl":{fhirjson.dumps(row.resource_type + "/" + row.logical_id)}'
+    if return_resources:
+        body += f',"resource":{row.text}'
+    return body + f',"response":{fhirjson.dumps(response)}}}'
+
+
+def _error_response(error: FhirError) -> str:
+    outcome = operation_outcome(error.issues or [issue("error", error.code, error.diagnostics)])
+    reason = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+              410: "Gone", 412: "Precondition Failed", 422: "Unprocessable Entity"}.get(error.status, "Error")
+    return fhirjson.dumps({"response": {"status": f"{error.status} {reason}", "outcome": outcome}})

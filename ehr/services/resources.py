@@ -1,0 +1,175 @@
+"""Writes of single resources: create, update, patch, delete, and their conditional forms.
+
+Each service runs in one database transaction; a failure leaves nothing written.
+Conditional writes take a transaction-scoped advisory lock on their criteria, so
+concurrent identical requests are serialized and create at most one resource.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+import jsonpatch
+from django.db import IntegrityError, connection, transaction
+
+from ehr import fhirjson
+from ehr.fhir import FhirError, check_id, parse_resource, require_resource_type
+from ehr.models import Resource
+
+from .storage import Pending, insert_new, mark_deleted, new_id, replace_current
+
+MAX_CONDITIONAL_MATCHES = 2
+
+
+@dataclass
+class WriteOutcome:
+    resource: Resource
+    created: bool
+
+    @property
+    def status(self) -> int:
+        return 201 if self.created else 200
+
+
+def resource_create(*, resource_type: str, text: str, if_none_exist: str | None = None) -> WriteOutcome:
+    """Create with a server-assigned id (any id in the body is replaced, as the spec says)."""
+    require_resource_type(resource_type)
+    parsed = parse_resource(text, expected_type=resource_type)
+    with transaction.atomic():
+        if if_none_exist is not None:
+            existing = _conditional_matches(resource_type, _criteria(if_none_exist))
+            if existing:
+                return WriteOutcome(existing[0], created=False)
+        pending = Pending(resource_type, new_id(), text, parsed, "POST")
+        return WriteOutcome(insert_new([pending])[0], created=True)
+
+
+def resource_update(*, resource_type: str, logical_id: str, text: str,
+                    if_match: str | None = None) -> WriteOutcome:
+    """Update, or create with the client's id when none exists (update-as-create)."""
+    require_resource_type(resource_type)
+    check_id(logical_id)
+    parsed = parse_resource(text, expected_type=resource_type)
+    if parsed.get("id") != logical_id:
+        raise FhirError(400, "invalid", f"The resource id must be present and equal '{logical_id}'")
+    pending = Pending(resource_type, logical_id, text, parsed, "PUT")
+    with transaction.atomic():
+        row = _locked(resource_type, logical_id)
+        if row is None:
+            if if_match is not None:
+                raise FhirError(412, "conflict", f"{resource_type}/{logical_id} does not exist")
+            created = _insert_unless_raced(pending)
+            if created is not None:
+                return WriteOutcome(created, created=True)
+            row = _locked(resource_type, logical_id)
+        _check_version(row, if_match)
+        return WriteOutcome(replace_current(row, pending), created=False)
+
+
+def resource_conditional_update(*, resource_type: str, query: str, text: str) -> WriteOutcome:
+    """PUT Type?criteria: create on no match, update the one match, 412 on several."""
+    require_resource_type(resource_type)
+    parsed = parse_resource(text, expected_type=resource_type)
+    with transaction.atomic():
+        matches = _conditional_matches(resource_type, _criteria(query))
+        if not matches:
+            logical_id = parsed.get("id") or new_id()
+            check_id(logical_id)
+            pending = Pending(resource_type, logical_id, text, parsed, "PUT")
+            return WriteOutcome(insert_new([pending])[0], created=True)
+        row = _locked(resource_type, matches[0].logical_id)
+        if parsed.get("id") not in (None, row.logical_id):
+            raise FhirError(409, "conflict", "The body's id differs from the resource the criteria match")
+        pending = Pending(resource_type, row.logical_id, text, parsed, "PUT")
+        return WriteOutcome(replace_current(row, pending), created=False)
+
+
+def resource_patch(*, resource_type: str, logical_id: str, patch_text: str,
+                   if_match: str | None = None) -> WriteOutcome:
+    """JSON Patch (RFC 6902) applied to the current version, then validated like any update."""
+    require_resource_type(resource_type)
+    try:
+        patch = jsonpatch.JsonPatch(fhirjson.loads('{"p":' + patch_text + "}")["p"])
+    except (fhirjson.FhirJsonError, jsonpatch.InvalidJsonPatch, TypeError) as error:
+        raise FhirError(400, "structure", f"Invalid JSON Patch: {error}") from None
+    with transaction.atomic():
+        row = _existing(_locked(resource_type, logical_id), resource_type, logical_id)
+        _check_version(row, if_match)
+        try:
+            patched = patch.apply(fhirjson.loads(row.text))
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
+            raise FhirError(422, "processing", f"The patch cannot be applied: {error}") from None
+        if patched.get("resourceType") != resource_type or patched.get("id") != logical_id:
+            raise FhirError(422, "processing", "A patch may not change resourceType or id")
+        text = fhirjson.dumps(patched)
+        parse_resource(text, expected_type=resource_type)
+        pending = Pending(resource_type, logical_id, text, patched, "PATCH")
+        return WriteOutcome(replace_current(row, pending), created=False)
+
+
+def resource_delete(*, resource_type: str, logical_id: str) -> Resource:
+    """Delete (a new, deleted version); deleting a deleted resource changes nothing."""
+    require_resource_type(resource_type)
+    with transaction.atomic():
+        row = _locked(resource_type, logical_id)
+        if row is None:
+            raise FhirError(404, "not-found", f"{resource_type}/{logical_id} is not known")
+        return row if row.deleted else mark_deleted(row)
+
+
+def _locked(resource_type: str, logical_id: str) -> Resource | None:
+    return (Resource.objects.select_for_update()
+            .filter(resource_type=resource_type, logical_id=logical_id).first())
+
+
+def _existing(row: Resource | None, resource_type: str, logical_id: str) -> Resource:
+    if row is None:
+        raise FhirError(404, "not-found", f"{resource_type}/{logical_id} is not known")
+    if row.deleted:
+        raise FhirError(410, "deleted", f"{resource_type}/{logical_id} has been deleted")
+    return row
+
+
+def _insert_unless_raced(pending: Pending) -> Resource | None:
+    """Insert under a savepoint; None when a concurrent request created the same id first."""
+    try:
+        with transaction.atomic():
+            return insert_new([pending])[0]
+    except IntegrityError:
+        return None
+
+
+def _check_version(row: Resource, if_match: str | None) -> None:
+    if if_match is None:
+        return
+    wanted = re.fullmatch(r'\s*(?:W/)?"?([^"]+)"?\s*', if_match)
+    if not wanted or wanted.group(1) != str(row.version_id):
+        raise FhirError(412, "conflict", f"Version conflict: the current version is {row.version_id}",
+                        headers={"ETag": f'W/"{row.version_id}"'})
+
+
+def _criteria(query: str) -> list[tuple[str, str]]:
+    criteria = parse_qsl(query.lstrip("?"), keep_blank_values=True)
+    if not criteria:
+        raise FhirError(400, "invalid", "A conditional request needs search criteria")
+    return criteria
+
+
+def _conditional_matches(resource_type: str, criteria: list[tuple[str, str]]) -> list[Resource]:
+    """Resources matching the criteria, serialized per criteria for the rest of the transaction."""
+    from ehr.search import SearchError, parse_search, run_search
+
+    key = resource_type + "?" + "&".join(f"{k}={v}" for k, v in sorted(criteria))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+    try:
+        query = parse_search(resource_type, [*criteria, ("_count", str(MAX_CONDITIONAL_MATCHES))],
+                             strict=True)
+    except SearchError as error:
+        raise FhirError(400, error.code, f"Invalid criteria: {error.message}") from None
+    matches = run_search(query).matches
+    if len(matches) > 1:
+        raise FhirError(412, "multiple-matches", f"The criteria match more than one {resource_type}")
+    return matches

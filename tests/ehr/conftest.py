@@ -1,0 +1,71 @@
+"""FHIR API fixtures: an authenticated client speaking application/fhir+json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+
+FHIR_JSON = "application/fhir+json"
+
+
+class FhirClient:
+    """Django's test client with a bearer token and FHIR media types by default."""
+
+    def __init__(self, client, token: str) -> None:
+        self.client = client
+        self.auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+    def get(self, path: str, **headers):
+        return self.client.get(path, **self.auth, **headers)
+
+    def post(self, path: str, body, content_type: str = FHIR_JSON, **headers):
+        return self.client.post(path, _text(body), content_type=content_type, **self.auth, **headers)
+
+    def put(self, path: str, body, content_type: str = FHIR_JSON, **headers):
+        return self.client.put(path, _text(body), content_type=content_type, **self.auth, **headers)
+
+    def patch(self, path: str, body, content_type: str = "application/json-patch+json", **headers):
+        return self.client.patch(path, _text(body), content_type=content_type, **self.auth, **headers)
+
+    def delete(self, path: str, **headers):
+        return self.client.delete(path, **self.auth, **headers)
+
+    def create(self, resource: dict) -> dict:
+        response = self.post(f"/fhir/{resource['resourceType']}", resource)
+        assert response.status_code == 201, response.content
+        return response.json()
+
+
+def _text(body) -> str:
+    return body if isinstance(body, str) else json.dumps(body)
+
+
+@pytest.fixture
+def api_token(db) -> str:
+    user = get_user_model().objects.create_user("integration", password=None)
+    return Token.objects.create(user=user).key
+
+
+@pytest.fixture
+def fhir(client, api_token) -> FhirClient:
+    return FhirClient(client, api_token)
+
+
+def patient(family: str = "Doe", given: str = "Jane", birth: str = "1970-03-04", **extra) -> dict:
+    return {"resourceType": "Patient", "name": [{"family": family, "given": [given]}],
+            "birthDate": birth, **extra}
+
+
+def observation(patient_ref: str, code: str = "8867-4", value: str | float = 72, **extra) -> dict:
+    return {
+        "resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "subject": {"reference": patient_ref},
+        "effectiveDateTime": "2024-05-01T10:00:00Z",
+        "valueQuantity": {"value": value, "unit": "/min", "system": "http://unitsofmeasure.org",
+                          "code": "/min"},
+        **extra,
+    }
