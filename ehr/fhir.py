@@ -19,6 +19,7 @@ from . import fhirjson
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 MAX_ISSUES = 20
+ISSUE_CODES = {"missing": "required", "extra_forbidden": "structure"}
 
 
 class FhirError(Exception):
@@ -88,8 +89,8 @@ def validate(resource: dict) -> None:
     except ValidationError as error:
         problems = error.errors(include_url=False, include_input=False)
         issues = [
-            issue("error", "structure" if p["type"] == "extra_forbidden" else "value",
-                  f"{_location(p['loc'])}: {p['msg']}", _location(p["loc"]))
+            issue("error", ISSUE_CODES.get(p["type"], "value"), f"{_location(p['loc'])}: {p['msg']}",
+                  _location(p["loc"]))
             for p in problems[:MAX_ISSUES]
         ]
         raise FhirError(422, "processing", f"{resource['resourceType']} is invalid", issues=issues) from None

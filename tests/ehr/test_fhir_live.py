@@ -88,8 +88,8 @@ def test_fhirclient_reads_and_searches(base, token):
     smart.server.session.headers["Authorization"] = f"Bearer {token}"
 
     read = Patient.read(created["id"], smart.server)
-    observations = Observation.where(struct={"subject": f"Patient/{created['id']}"}).perform_resources(
-        smart.server)
+    observations = list(Observation.where(struct={"subject": f"Patient/{created['id']}"}).perform_resources_iter(
+        smart.server))
 
     assert read.name[0].family == "Smart"
     assert [o.subject.reference for o in observations] == [f"Patient/{created['id']}"]

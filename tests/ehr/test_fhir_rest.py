@@ -133,16 +133,17 @@ def test_history_is_newest_first_and_paged(fhir):
     assert fhir.get("/fhir/_history").json()["total"] == 4
 
 
-@pytest.mark.parametrize(("body", "status", "code"), [
-    ("{not json", 400, "structure"),
-    ('{"resourceType": "Patient", "birthDate": "1970-13-45"}', 422, "processing"),
-    ('{"resourceType": "Patient", "unknownElement": 1}', 422, "processing"),
-    ('{"resourceType": "Observation", "status": "final"}', 422, "processing"),
-    ('{"resourceType": "Patient2"}', 400, "structure"),
-    ('{"resourceType": "Observation", "status": "final", "code": {"text": "x"}}', 400, "invalid"),
+@pytest.mark.parametrize(("path", "body", "status", "code"), [
+    ("Patient", "{not json", 400, "structure"),
+    ("Patient", '{"resourceType": "Patient", "birthDate": "1970-13-45"}', 422, "value"),
+    ("Patient", '{"resourceType": "Patient", "unknownElement": 1}', 422, "structure"),
+    ("Observation", '{"resourceType": "Observation", "status": "final"}', 422, "required"),
+    ("Patient", '{"resourceType": "Patient2"}', 400, "structure"),
+    ("Patient", '{"resourceType": "Observation", "status": "final", "code": {"text": "x"}}', 400, "invalid"),
+    ("Patient", "[]", 400, "structure"),
 ])
-def test_bad_input_is_an_operation_outcome_and_writes_nothing(fhir, body, status, code):
-    response = fhir.post("/fhir/Patient", body)
+def test_bad_input_is_an_operation_outcome_and_writes_nothing(fhir, path, body, status, code):
+    response = fhir.post(f"/fhir/{path}", body)
 
     assert response.status_code == status
     assert response.json()["resourceType"] == "OperationOutcome"
