@@ -109,11 +109,21 @@ def _element_types() -> dict[str, list[str]]:
     return _load("element-types-r4.json")["elements"]
 
 
+# Resource types new in R4B: stored, validated and searchable by the common parameters only,
+# since R4 defines no search parameters for them.
+R4B_ONLY_TYPES = frozenset({
+    "AdministrableProductDefinition", "Citation", "ClinicalUseDefinition", "EvidenceReport",
+    "Ingredient", "ManufacturedItemDefinition", "MedicinalProductDefinition", "NutritionProduct",
+    "PackagedProductDefinition", "RegulatedAuthorization", "SubscriptionTopic", "SubstanceDefinition",
+})
+
+
 @cache
 def resource_types() -> tuple[str, ...]:
-    """The R4 resource types this server stores and searches (sorted; see the module note)."""
+    """The resource types this server stores and searches (sorted; see the module note)."""
     types = _load("element-types-r4.json")["resourceTypes"]
-    return tuple(t for t in types if t not in R4_TYPES_MISSING_FROM_R4B)
+    kept = {t for t in types if t not in R4_TYPES_MISSING_FROM_R4B} | R4B_ONLY_TYPES
+    return tuple(sorted(kept))
 
 
 @cache
@@ -126,7 +136,7 @@ def search_params(resource_type: str) -> dict[str, SearchParam]:
     """Every official parameter of the type, including those of Resource and DomainResource."""
     if resource_type not in _known_types():
         return {}
-    bases = {resource_type, "Resource"}
+    bases = {"Resource"} if resource_type in R4B_ONLY_TYPES else {resource_type, "Resource"}
     if resource_type not in ("Bundle", "Binary", "Parameters"):
         bases.add("DomainResource")
     params: dict[str, SearchParam] = {}

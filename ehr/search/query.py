@@ -30,6 +30,8 @@ MODIFIERS = {
     "reference": ("missing",),
     "uri": ("below", "above", "missing"),
 }
+UNSUPPORTED_PARAMS = ("_has", "_text", "_content", "_list", "_query", "_filter", "_contained",
+                      "_containedType")
 KNOWN_UNSUPPORTED = ("above", "below", "in", "not-in", "of-type", "identifier", "iterate")
 
 
@@ -154,9 +156,7 @@ def _lookup(query: SearchQuery, resource_type: str | None, code: str, strict: bo
 
 
 def _criterion(query: SearchQuery, name: str, value: str, strict: bool) -> Criterion | None:
-    if name.startswith("_has") or name.startswith("_") and name.split(":")[0] in ("_text", "_content",
-                                                                                 "_list", "_query",
-                                                                                 "_filter"):
+    if name.split(":")[0].split(".")[0] in UNSUPPORTED_PARAMS:
         _ignore(query, f"search parameter {name!r} is not supported", strict)
         return None
     head, dot, chained = name.partition(".")

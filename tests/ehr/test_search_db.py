@@ -509,3 +509,35 @@ def test_unknown_parameter_strict_is_an_error_and_no_search_runs(names, django_a
     with django_assert_num_queries(0), pytest.raises(SearchError) as caught:
         search("Patient", ("family", "smith"), ("bogus", "1"), strict=True)
     assert caught.value.code == "not-supported"
+
+
+# --- end to end through resource_create (the real indexer) ---------------------------------
+
+
+def create(resource: dict) -> str:
+    from ehr.services import resource_create
+
+    outcome = resource_create(resource_type=resource["resourceType"], text=json.dumps(resource))
+    return outcome.resource.logical_id
+
+
+def test_end_to_end_with_the_real_indexer():
+    zoe = create({"resourceType": "Patient", "name": [{"family": "Smith", "given": ["Zoë"]}],
+                  "birthDate": "1970-03-15", "identifier": [{"system": "http://mrn", "value": "42"}]})
+    other = create({"resourceType": "Patient", "name": [{"family": "Jones"}], "birthDate": "1970"})
+    glucose = create({
+        "resourceType": "Observation", "status": "final", "subject": {"reference": f"Patient/{zoe}"},
+        "code": {"coding": [{"system": LOINC, "code": "2339-0", "display": "Glucose"}]},
+        "effectiveDateTime": "2021-06-01T08:30:00Z",
+        "valueQuantity": {"value": 5.4, "system": "http://unitsofmeasure.org", "code": "mmol/L"}})
+    create({"resourceType": "Observation", "status": "final", "subject": {"reference": f"Patient/{other}"},
+            "code": {"coding": [{"system": LOINC, "code": "2339-0"}]}, "effectiveDateTime": "2019-01-01"})
+    assert ids("Patient", ("name", "zoe"), ("birthdate", "1970")) == [zoe]
+    assert ids("Patient", ("birthdate", "1970-03")) == [zoe]
+    assert ids("Observation", ("patient", zoe), ("code", f"{LOINC}|2339-0"),
+               ("date", "ge2020-01-01")) == [glucose]
+    assert ids("Observation", ("patient.identifier", "http://mrn|42")) == [glucose]
+    assert ids("Observation", ("code:text", "gluc")) == [glucose]
+    assert ids("Observation", ("value-quantity", "5.4|http://unitsofmeasure.org|mmol/L")) == [glucose]
+    included = search("Observation", ("_id", glucose), ("_include", "Observation:subject")).included
+    assert [r.logical_id for r in included] == [zoe]

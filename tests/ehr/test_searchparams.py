@@ -105,17 +105,23 @@ def test_domain_resource_params_skip_bundle_binary_parameters():
     assert "_id" in searchparams.supported_search_params("Binary")
 
 
+def test_r4b_only_types_are_searchable_by_the_common_parameters():
+    assert set(searchparams.supported_search_params("Citation")) == {
+        "_id", "_lastUpdated", "_profile", "_security", "_source", "_tag"}
+
+
 def test_unknown_types_have_no_params():
     assert searchparams.search_params("NotAType") == {}
     assert searchparams.supported_search_params("MedicinalProduct") == {}
 
 
-def test_resource_types_are_the_r4_types_the_r4b_models_know():
+def test_resource_types_are_the_r4_types_the_r4b_models_know_plus_r4b_only_ones():
     all_r4 = json.loads((DEFINITIONS / "element-types-r4.json").read_text())["resourceTypes"]
     types = searchparams.resource_types()
 
     assert len(all_r4) == 147
-    assert len(types) == 129
+    assert len(types) == 129 + 12
+    assert searchparams.R4B_ONLY_TYPES <= set(types)
     assert set(KEY_PARAMS) <= set(types)
     assert list(types) == sorted(types)
     assert all(model_class(t) is not None for t in types)
