@@ -129,3 +129,15 @@ class UriIndex(SearchIndex):
 
     class Meta:
         indexes = [models.Index(fields=["resource_type", "param", "value"], name="uri_value")]
+
+
+# The index table of each search parameter type.
+INDEX_MODELS: dict[str, type[SearchIndex]] = {
+    "string": StringIndex,
+    "token": TokenIndex,
+    "date": DateIndex,
+    "reference": ReferenceIndex,
+    "quantity": QuantityIndex,
+    "number": NumberIndex,
+    "uri": UriIndex,
+}

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
 
-from ehr.models import ReferenceIndex, Resource
+from ehr.models import INDEX_MODELS, ReferenceIndex, Resource
 
-from .filters import INDEX_MODELS, criterion_q
+from .filters import criterion_q
 from .query import Include, SearchQuery, SortKey
 
 SORT_COLUMNS = {  # (ascending: min of, descending: max of)

@@ -17,29 +17,10 @@ from operator import or_
 from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
-from ehr.models import (
-    DateIndex,
-    NumberIndex,
-    QuantityIndex,
-    ReferenceIndex,
-    Resource,
-    StringIndex,
-    TokenIndex,
-    UriIndex,
-)
+from ehr.models import INDEX_MODELS, Resource
 
 from .query import Criterion
 from .values import DateValue, NumberValue, QuantityValue, ReferenceValue, TokenValue
-
-INDEX_MODELS = {
-    "string": StringIndex,
-    "token": TokenIndex,
-    "date": DateIndex,
-    "reference": ReferenceIndex,
-    "quantity": QuantityIndex,
-    "number": NumberIndex,
-    "uri": UriIndex,
-}
 
 
 def index_rows(resource_type: str | None, code: str, kind: str, *, outer: str = "pk"):

@@ -14,27 +14,11 @@ from django.utils import timezone
 
 from ehr import fhirjson
 from ehr.indexing import IndexValues, extract_index_values
-from ehr.models import (
-    DateIndex,
-    NumberIndex,
-    QuantityIndex,
-    ReferenceIndex,
-    Resource,
-    ResourceVersion,
-    StringIndex,
-    TokenIndex,
-    UriIndex,
-)
+from ehr.models import INDEX_MODELS, Resource, ResourceVersion
 
-INDEX_MODELS = {
-    "strings": StringIndex,
-    "tokens": TokenIndex,
-    "dates": DateIndex,
-    "references": ReferenceIndex,
-    "quantities": QuantityIndex,
-    "numbers": NumberIndex,
-    "uris": UriIndex,
-}
+# Which list of ``IndexValues`` feeds the index table of each parameter type.
+VALUE_LISTS = {"string": "strings", "token": "tokens", "date": "dates", "reference": "references",
+               "quantity": "quantities", "number": "numbers", "uri": "uris"}
 
 
 @dataclass
@@ -116,8 +100,8 @@ def write_indexes(rows: list[Resource], parsed: list[dict]) -> None:
     batches: dict[type, list] = {model: [] for model in INDEX_MODELS.values()}
     for row, resource in zip(rows, parsed):
         values = extract_index_values(resource)
-        for attribute, model in INDEX_MODELS.items():
-            batches[model].extend(_index_row(model, row, value) for value in getattr(values, attribute))
+        for kind, model in INDEX_MODELS.items():
+            batches[model].extend(_index_row(model, row, value) for value in getattr(values, VALUE_LISTS[kind]))
     for model, batch in batches.items():
         if batch:
             model.objects.bulk_create(batch, batch_size=5000)
