@@ -79,12 +79,24 @@ def stack_environment(state_dir: Path, urls: dict[str, str], settings: str) -> d
     return env
 
 
-def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(BASE_DIR / "manage.py"), *args]
-    result = subprocess.run(command, env=env, cwd=BASE_DIR, capture_output=True, text=True)
+# One process for the one-off steps: Django starts once instead of three times.
+PREPARE = """
+import django
+from django.core.management import call_command
+django.setup()
+call_command("migrate", interactive=False, verbosity=0)
+call_command("chain_deploy")
+call_command("demo_login")
+"""
+
+
+def prepare(env: dict[str, str]) -> list[str]:
+    """Migrate, deploy the contracts (idempotent), ensure the demo login; return what they print."""
+    result = subprocess.run([sys.executable, "-c", PREPARE], env=env, cwd=BASE_DIR,
+                            capture_output=True, text=True)
     if result.returncode != 0:
-        raise StackError(f"manage.py {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
-    return result
+        raise StackError(f"preparing the database and contracts failed:\n{result.stdout}{result.stderr}")
+    return result.stdout.strip().splitlines()
 
 
 def app_processes(state_dir: Path, env: dict[str, str], web_port: int) -> list[AppProcess]:
@@ -139,9 +151,9 @@ def run() -> int:
     try:
         with running(embedded_servers(state_dir, ports, persist_chain=True)) as urls:
             env = stack_environment(state_dir, urls, "config.settings.local")
-            manage(env, "migrate", "--noinput")
-            deployed = manage(env, "chain_deploy").stdout.strip()
-            login = manage(env, "demo_login").stdout.strip()
+            printed = prepare(env)
+            deployed = next(line for line in printed if line.startswith("contracts:"))
+            login = next(line for line in printed if line.startswith("demo login:"))
             processes = app_processes(state_dir, env, ports["web"])
             try:
                 for process in processes:
