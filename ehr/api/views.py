@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlsplit
 
-from django.http import HttpRequest, HttpResponse
-from django.test import RequestFactory
+from django.http import HttpRequest, HttpResponse, QueryDict
+from django.urls import Resolver404, resolve
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
@@ -158,17 +158,20 @@ def _search(request: HttpRequest, resource_type: str | None, params: list[tuple[
 
 def _get_handler(request: HttpRequest):
     """Answer a Bundle entry's GET by routing it through these same views, as the same user."""
-    from django.urls import Resolver404, resolve
 
     def handle(url: str) -> tuple[int, str]:
-        path = "/fhir/" + urlsplit(url).path.lstrip("/")
-        inner = RequestFactory().get(path, dict(parse_qsl(urlsplit(url).query)),
-                                     HTTP_HOST=request.get_host())
-        inner.user = request.user
+        parts = urlsplit(url)
+        path = "/fhir/" + parts.path.lstrip("/")
         try:
             match = resolve(path)
         except Resolver404:
             return 404, ""
+        inner = HttpRequest()
+        inner.method, inner.path, inner.path_info = "GET", path, path
+        inner.META = {**request.META, "REQUEST_METHOD": "GET", "QUERY_STRING": parts.query,
+                      "CONTENT_LENGTH": "0", "PATH_INFO": path}
+        inner.GET = QueryDict(parts.query)
+        inner.user = request.user
         response = match.func(inner, *match.args, **match.kwargs)
         return response.status_code, response.content.decode()
 
