@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -24,6 +25,7 @@ BASE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/carrack_bench"
 CACHE_DIR = Path(os.environ.get("CARRACK_BENCH_CACHE", "/tmp/carrack-bench"))
 SETTINGS = "config.settings.test"
+SERVER_SETTINGS = "bench_settings"  # the test settings with large request bodies allowed
 
 
 def arguments(description: str) -> argparse.ArgumentParser:
@@ -78,8 +80,9 @@ class Gunicorn:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         url = database_url + (f"?conn_max_age={conn_max_age}" if conn_max_age else "")
-        self.env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": SETTINGS}
+        self.env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": SERVER_SETTINGS}
         self.argv = [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi:application",
+                     "--pythonpath", str(BASE_DIR / "bench"),
                      "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
                      "--worker-class", worker_class, "--threads", str(threads),
                      "--timeout", "300", "--log-level", "warning"]
@@ -91,6 +94,8 @@ class Gunicorn:
         while time.monotonic() < deadline:
             try:
                 urllib.request.urlopen(f"{self.url}/fhir/metadata", timeout=2)
+                return self
+            except urllib.error.HTTPError:  # answering, if only with 401
                 return self
             except OSError:
                 time.sleep(0.3)

@@ -83,6 +83,9 @@ def build(database_url: str, resources: int, patients: int, processes: int) -> N
         planned += sizes[index]
         copy += 1
     print(f"{have:,} resources present; ingesting {len(tasks)} bundles (~{planned - have:,} resources)")
+    from django.db import connections
+
+    connections.close_all()  # forked workers must not share the parent's connection
     started, done = time.monotonic(), 0
     with Pool(processes, initializer=_init_worker, initargs=(database_url,)) as pool:
         for number, count in enumerate(pool.imap_unordered(_ingest, tasks), 1):

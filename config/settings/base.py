@@ -91,6 +91,9 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# Transaction Bundles are large (a Synthea patient is 1-5 MB); bigger bodies get 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("MAX_REQUEST_BODY_BYTES", default=64 * 1024 * 1024)
+
 STATIC_URL = "static/"
 STATIC_ROOT = STATE_DIR / "static"
 
@@ -139,3 +142,24 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+
+# --- Audit anchoring (ledger.anchoring, ledger.tasks) -----------------------------------------
+# A range is anchored when it holds MAX_ENTRIES entries or its oldest entry waited
+# INTERVAL_SECONDS; entries count as anchored after CONFIRMATIONS blocks. A transaction not
+# mined after RESEND_SECONDS is sent again (same bytes); after REPLACE_AFTER sends it is
+# replaced (same nonce, fees +12.5 %). Beat runs the tick every TICK_SECONDS.
+AUDIT_ANCHOR_INTERVAL_SECONDS = env.float("AUDIT_ANCHOR_INTERVAL_SECONDS", default=10.0)
+AUDIT_ANCHOR_MAX_ENTRIES = env.int("AUDIT_ANCHOR_MAX_ENTRIES", default=1000)
+AUDIT_ANCHOR_CONFIRMATIONS = env.int("AUDIT_ANCHOR_CONFIRMATIONS", default=1)
+AUDIT_ANCHOR_RESEND_SECONDS = env.float("AUDIT_ANCHOR_RESEND_SECONDS", default=30.0)
+AUDIT_ANCHOR_REPLACE_AFTER = env.int("AUDIT_ANCHOR_REPLACE_AFTER", default=3)
+AUDIT_ANCHOR_TICK_SECONDS = env.float("AUDIT_ANCHOR_TICK_SECONDS", default=5.0)
+CELERY_BEAT_SCHEDULE = {
+    "ledger.anchor_audit": {
+        "task": "ledger.anchor_audit",
+        "schedule": AUDIT_ANCHOR_TICK_SECONDS,
+        # a tick nobody ran in time is dropped, not queued up behind a stopped worker
+        "options": {"expires": AUDIT_ANCHOR_TICK_SECONDS},
+    },
+}
+# --- end of audit anchoring -------------------------------------------------------------------

@@ -10,6 +10,7 @@ import functools
 import logging
 import re
 
+from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from rest_framework.authentication import TokenAuthentication
@@ -132,6 +133,8 @@ def fhir_endpoint(view):
         except FhirError as error:
             _roll_back()
             return outcome_response(error)
+        except RequestDataTooBig:
+            return outcome_response(FhirError(413, "too-costly", "The request body is too large"))
         except Exception:  # noqa: BLE001 - the one place that must answer no matter what
             _roll_back()
             logger.exception("FHIR request failed: %s %s", request.method, request.path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .artifacts import Artifact, load_artifact
@@ -14,9 +15,18 @@ __all__ = [
     "ContractRejected",
     "LedgerError",
     "LedgerUnavailable",
+    "SignedTx",
     "chain_client",
     "load_artifact",
 ]
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    """A signed transaction: the bytes to persist and (re)send, and their hash."""
+
+    raw: bytes
+    tx_hash: str
 
 
 class ChainClient(Protocol):
@@ -28,6 +38,15 @@ class ChainClient(Protocol):
     def deploy(self, artifact: Artifact, *args: Any) -> dict: ...
     def transact(self, artifact: Artifact, address: str, function: str, *args: Any) -> dict: ...
     def call(self, artifact: Artifact, address: str, function: str, *args: Any) -> Any: ...
+    def signed_call(self, artifact: Artifact, address: str, function: str, *args: Any,
+                    nonce: int, max_fee_per_gas: int, max_priority_fee_per_gas: int,
+                    gas: int | None = None) -> SignedTx: ...
+    def send_raw(self, raw: bytes) -> str: ...
+    def receipt(self, tx_hash: str) -> dict | None: ...
+    def nonce(self, address: str, pending: bool) -> int: ...
+    def fee_suggestion(self) -> tuple[int, int]: ...
+    def events(self, artifact: Artifact, address: str, event: str, *, from_block: int = 0,
+               **filters: Any) -> list[dict]: ...
 
 
 def chain_client(*, rpc_url: str | None = None, timeout: float | None = None) -> ChainClient:

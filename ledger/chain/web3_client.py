@@ -13,10 +13,22 @@ import requests
 from eth_abi import decode as abi_decode
 from eth_account import Account
 from web3 import Web3
-from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
+from web3.exceptions import (
+    ContractLogicError,
+    TimeExhausted,
+    TransactionNotFound,
+    Web3Exception,
+    Web3RPCError,
+)
 
+from . import SignedTx
 from .artifacts import Artifact
 from .errors import ContractRejected, LedgerUnavailable
+
+# Node answers to a re-broadcast of bytes it has already seen (geth, anvil, erigon,
+# nethermind) or whose nonce is already used: the transaction is not lost, so no error.
+_ALREADY_SENT = ("already known", "already imported", "known transaction", "nonce too low")
+_GAS_MARGIN = 1.2  # estimate * margin: state may change between estimate and inclusion
 
 
 class Web3ChainClient:
@@ -67,6 +79,88 @@ class Web3ChainClient:
         with _translated_errors(artifact):
             return contract.functions[function](*args).call()
 
+    def signed_call(self, artifact: Artifact, address: str, function: str, *args: Any,
+                    nonce: int, max_fee_per_gas: int, max_priority_fee_per_gas: int,
+                    gas: int | None = None) -> SignedTx:
+        """Sign (not send) an EIP-1559 call, so the caller can persist the bytes before sending.
+
+        Without ``gas`` the call is estimated now (a call that would revert raises
+        ``ContractRejected``) and given a margin.
+        """
+        call = self._contract(artifact, address).functions[function](*args)
+        with _translated_errors(artifact):
+            if gas is None:
+                gas = int(call.estimate_gas({"from": self._account.address}) * _GAS_MARGIN)
+            transaction = call.build_transaction({
+                "from": self._account.address, "nonce": nonce, "gas": gas, "type": 2,
+                "chainId": self._w3.eth.chain_id, "maxFeePerGas": max_fee_per_gas,
+                "maxPriorityFeePerGas": max_priority_fee_per_gas,
+            })
+        signed = self._account.sign_transaction(transaction)
+        return SignedTx(raw=bytes(signed.raw_transaction), tx_hash=signed.hash.to_0x_hex())
+
+    def send_raw(self, raw: bytes) -> str:
+        """Broadcast signed bytes; sending the same bytes again is safe and returns the hash.
+
+        "nonce too low" also returns the hash: the nonce was used by this transaction or
+        by one that replaced it, and ``receipt`` tells which.
+        """
+        tx_hash = Web3.keccak(raw).to_0x_hex()
+        with _translated_errors():
+            try:
+                self._w3.eth.send_raw_transaction(raw)
+            except Web3RPCError as error:
+                if not _already_sent(error):
+                    raise
+        return tx_hash
+
+    def receipt(self, tx_hash: str) -> dict | None:
+        """The mined transaction's outcome, or None while it is not in a block."""
+        with _translated_errors():
+            try:
+                receipt = self._w3.eth.get_transaction_receipt(tx_hash)
+            except TransactionNotFound:
+                return None
+        return {
+            "transaction": receipt["transactionHash"].to_0x_hex(),
+            "status": receipt["status"],
+            "block_number": receipt["blockNumber"],
+            "block_hash": receipt["blockHash"].to_0x_hex(),
+            "logs": len(receipt["logs"]),
+        }
+
+    def nonce(self, address: str, pending: bool) -> int:
+        """Transactions sent by ``address``: mined only, or including the node's pool."""
+        with _translated_errors():
+            return self._w3.eth.get_transaction_count(
+                Web3.to_checksum_address(address), "pending" if pending else "latest"
+            )
+
+    def fee_suggestion(self) -> tuple[int, int]:
+        """(max fee, priority fee) per gas: twice the latest base fee plus the node's tip."""
+        with _translated_errors():
+            priority = self._w3.eth.max_priority_fee
+            base = self._w3.eth.get_block("latest").get("baseFeePerGas", 0)
+        return 2 * base + priority, priority
+
+    def events(self, artifact: Artifact, address: str, event: str, *, from_block: int = 0,
+               **filters: Any) -> list[dict]:
+        """Mined logs of ``event`` (indexed arguments filtered), oldest first."""
+        contract = self._contract(artifact, address)
+        with _translated_errors(artifact):
+            logs = contract.events[event]().get_logs(
+                from_block=from_block, to_block="latest", argument_filters=filters or None
+            )
+        return [
+            {
+                "args": {k: bytes(v) if isinstance(v, bytes) else v for k, v in log["args"].items()},
+                "transaction": log["transactionHash"].to_0x_hex(),
+                "block_number": log["blockNumber"],
+                "block_hash": log["blockHash"].to_0x_hex(),
+            }
+            for log in logs
+        ]
+
     def _contract(self, artifact: Artifact, address: str):
         return self._w3.eth.contract(address=Web3.to_checksum_address(address), abi=artifact.abi)
 
@@ -95,6 +189,11 @@ def _translated_errors(artifact: Artifact | None = None) -> Iterator[None]:
         raise LedgerUnavailable(f"chain node unreachable: {type(error).__name__}") from None
     except Web3Exception as error:
         raise LedgerUnavailable(f"chain node error: {error}") from None
+
+
+def _already_sent(error: Web3RPCError) -> bool:
+    message = str(error).lower()
+    return any(marker in message for marker in _ALREADY_SENT)
 
 
 def _revert_reason(error: ContractLogicError, artifact: Artifact | None) -> str:

@@ -231,3 +231,12 @@ def test_stored_text_survives_round_trip_for_base64_and_decimals(fhir):
     read = fhir.get(f"/fhir/DocumentReference/{created.json()['id']}").content.decode()
 
     assert '"valueDecimal": 1.000' in read and '"SGVsbG8gd29ybGQ="' in read
+
+
+def test_a_body_over_the_limit_is_413(fhir, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+
+    response = fhir.post("/fhir/Patient", patient(family="x" * 2000))
+
+    assert response.status_code == 413
+    assert response.json()["issue"][0]["code"] == "too-costly"

@@ -1,0 +1,307 @@
+"""Anchoring the audit log on chain: one signed transaction per contiguous seq range.
+
+The beat task calls ``anchor_tick`` every few seconds. A tick is single-flight (a
+PostgreSQL advisory lock, try-only: a second caller returns at once) and drives at most
+one open batch through its life, each step in its own short transaction:
+
+    no open batch --build, sign, persist--> pending --send--> sent --N confirmations--> confirmed
+    sent, not mined after RESEND_SECONDS            --> send the same bytes again (attempts + 1)
+    sent, not mined after REPLACE_AFTER broadcasts  --> re-sign with the same nonce and fees
+                                                        raised >= 12.5 %, persist, send
+
+The signed bytes are committed before they are sent, so a crash or an unreachable node at
+any point loses nothing: the next tick finds the batch where it stands and carries on.
+``attempts`` counts broadcasts of the current bytes; a replacement restarts it.
+
+When the chain shows something this node did not expect (the batch's nonce used while its
+transaction is unknown, a reverted receipt, a no-op repeat), the contract's ``Anchored``
+events decide: the batch is confirmed with the transaction that anchored exactly its range
+and root, re-signed with a fresh nonce when its nonce went to an unrelated transaction, or
+reported as a conflict for an operator (never silently re-anchored).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from . import merkle
+from .audit import audit_sequence
+from .chain import Artifact, ChainClient, ContractRejected, LedgerUnavailable, load_artifact
+from .models import AnchorBatch, AuditEntry
+from .selectors import deployed_contracts
+
+logger = logging.getLogger(__name__)
+
+# pg_try_advisory_lock key of the anchoring tick ("CARKANCH" folded into a bigint).
+ANCHOR_LOCK = 0x4341524B414E4348
+OPEN_STATUSES = ("pending", "sent")
+CONTRACT = "AuditAnchor"
+TICK_BUDGET_SECONDS = 30.0  # a tick stops starting new steps after this (task soft limit 45 s)
+
+
+@dataclass
+class TickReport:
+    """What one tick did; ``unavailable`` / ``conflict`` say why it stopped early."""
+
+    busy: bool = False
+    sequenced: int = 0
+    created: list[tuple[int, int]] = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+    replaced: list[tuple[str, str]] = field(default_factory=list)
+    confirmed: list[tuple[int, int]] = field(default_factory=list)
+    unavailable: str | None = None
+    conflict: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def anchor_tick(*, client: ChainClient, now: datetime | None = None) -> TickReport:
+    """Move the audit log's anchoring forward as far as the chain allows right now.
+
+    Safe to call twice at once and from several workers: only one runs, the other
+    reports ``busy``. An unreachable node ends the tick with ``unavailable`` set and
+    nothing lost; the next tick resumes from the database.
+    """
+    report = TickReport()
+    with _single_flight() as acquired:
+        if not acquired:
+            report.busy = True
+            return report
+        try:
+            _run(client, now or timezone.now(), report)
+        except LedgerUnavailable as error:
+            report.unavailable = str(error)
+            logger.warning("audit anchoring paused: %s", error)
+        except ContractRejected as error:
+            report.conflict = f"the contract refuses the next anchor: {error}"
+            logger.error("audit anchoring stopped: %s", report.conflict)
+    return report
+
+
+@contextmanager
+def _single_flight() -> Iterator[bool]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [ANCHOR_LOCK])
+        acquired = bool(cursor.fetchone()[0])
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [ANCHOR_LOCK])
+
+
+def _run(client: ChainClient, now: datetime, report: TickReport) -> None:
+    """Step until a step has to wait for the chain (or the budget is spent)."""
+    deadline = time.monotonic() + TICK_BUDGET_SECONDS
+    while time.monotonic() < deadline:
+        batch = AnchorBatch.objects.filter(status__in=OPEN_STATUSES).order_by("first_seq").first()
+        progressed = (_advance(client, batch, now, report) if batch
+                      else _create_and_send(client, now, report))
+        if not progressed:
+            return
+
+
+# --- an open batch ----------------------------------------------------------------------------
+
+def _advance(client: ChainClient, batch: AnchorBatch, now: datetime, report: TickReport) -> bool:
+    if batch.status == "pending":
+        return _send(client, batch, now, report.sent)
+    receipt = client.receipt(batch.tx_hash)
+    if receipt is None:
+        if client.nonce(batch.signer, pending=False) > batch.nonce:
+            return _reconcile(client, batch, now, report)
+        if now - batch.sent_at < timedelta(seconds=settings.AUDIT_ANCHOR_RESEND_SECONDS):
+            return False
+        if batch.attempts < settings.AUDIT_ANCHOR_REPLACE_AFTER:
+            _send(client, batch, now, report.resent)
+            return False
+        return _replace(client, batch, now, report, fresh_nonce=False)
+    if receipt["status"] == 1 and receipt["logs"] > 0:
+        return _confirm(client, batch, receipt, now, report)
+    return _reconcile(client, batch, now, report)
+
+
+def _send(client: ChainClient, batch: AnchorBatch, now: datetime, into: list[str]) -> bool:
+    """Broadcast the persisted bytes; only then record the send."""
+    client.send_raw(bytes(batch.raw_tx))
+    batch.status, batch.sent_at, batch.attempts = "sent", now, batch.attempts + 1
+    batch.save(update_fields=["status", "sent_at", "attempts"])
+    into.append(batch.tx_hash)
+    return True
+
+
+def _confirm(client: ChainClient, batch: AnchorBatch, mined: dict, now: datetime,
+             report: TickReport) -> bool:
+    """Confirm once the block is deep enough; ``mined`` is a receipt or an Anchored event."""
+    depth = client.block_number() - mined["block_number"] + 1
+    if depth < settings.AUDIT_ANCHOR_CONFIRMATIONS:
+        return False
+    with transaction.atomic():
+        if mined["transaction"] != batch.tx_hash:
+            _remember_replaced(batch, batch.tx_hash)
+            batch.tx_hash = mined["transaction"]
+        batch.status, batch.confirmed_at = "confirmed", now
+        batch.block_number, batch.block_hash = mined["block_number"], mined["block_hash"]
+        batch.save()
+    report.confirmed.append((batch.first_seq, batch.last_seq))
+    logger.info("audit seq %s..%s anchored in block %s", batch.first_seq, batch.last_seq,
+                batch.block_number)
+    return True
+
+
+def _reconcile(client: ChainClient, batch: AnchorBatch, now: datetime, report: TickReport) -> bool:
+    """The batch's nonce is used but not (visibly) by an anchor of ours: ask the events.
+
+    Reached when the receipt is missing although the nonce is used, reverted, or a no-op.
+    """
+    events = client.events(_artifact(), batch.contract, "Anchored",
+                           from_block=_deploy_block(batch.chain_id, batch.contract),
+                           member=batch.signer, firstSeq=batch.first_seq)
+    for event in events:
+        if event["args"]["lastSeq"] == batch.last_seq and event["args"]["root"] == bytes(batch.root):
+            return _confirm(client, batch, event, now, report)
+    if events:
+        report.conflict = (f"seq {batch.first_seq}..{batch.last_seq}: transaction {batch.tx_hash} "
+                           f"did not anchor it and the chain holds another anchor there")
+        logger.error("audit anchoring needs an operator: %s", report.conflict)
+        return False
+    receipt = client.receipt(batch.tx_hash)
+    if receipt is not None:  # mined and reverted without an anchor of ours at first_seq
+        report.conflict = (f"seq {batch.first_seq}..{batch.last_seq}: transaction {batch.tx_hash} "
+                           f"reverted (member role, or an earlier range missing on chain)")
+        logger.error("audit anchoring needs an operator: %s", report.conflict)
+        return False
+    return _replace(client, batch, now, report, fresh_nonce=True)
+
+
+def _replace(client: ChainClient, batch: AnchorBatch, now: datetime, report: TickReport, *,
+             fresh_nonce: bool) -> bool:
+    """Re-sign the batch's call with higher fees; persisted before it is sent.
+
+    Same nonce (so exactly one of the two can be mined) unless that nonce was used by an
+    unrelated transaction, in which case the next free nonce.
+    """
+    if client.address != batch.signer:
+        report.conflict = f"seq {batch.first_seq}..{batch.last_seq} is signed by {batch.signer}, not this key"
+        return False
+    max_fee, priority = client.fee_suggestion()
+    max_fee = max(max_fee, _bumped(int(batch.max_fee_per_gas)))
+    priority = max(priority, _bumped(int(batch.max_priority_fee_per_gas)))
+    nonce = _next_nonce(client, batch.signer, batch.chain_id) if fresh_nonce else batch.nonce
+    signed = client.signed_call(_artifact(), batch.contract, "anchor", batch.first_seq,
+                                batch.last_seq, bytes(batch.root), nonce=nonce,
+                                max_fee_per_gas=max(max_fee, priority),
+                                max_priority_fee_per_gas=priority)
+    old_hash = batch.tx_hash
+    with transaction.atomic():
+        _remember_replaced(batch, old_hash)
+        batch.raw_tx, batch.tx_hash, batch.nonce = signed.raw, signed.tx_hash, nonce
+        batch.max_fee_per_gas, batch.max_priority_fee_per_gas = max(max_fee, priority), priority
+        batch.status, batch.attempts, batch.sent_at = "pending", 0, None
+        batch.save()
+    report.replaced.append((old_hash, signed.tx_hash))
+    logger.info("audit seq %s..%s: transaction %s replaced by %s", batch.first_seq,
+                batch.last_seq, old_hash, signed.tx_hash)
+    return _send(client, batch, now, report.sent)
+
+
+def _bumped(fee: int) -> int:
+    """At least 12.5 % more (nodes require 10 % to accept a replacement)."""
+    return fee + -(-fee // 8) + 1
+
+
+def _remember_replaced(batch: AnchorBatch, tx_hash: str) -> None:
+    """Keep a superseded hash on the batch: an old signing may still be the one that gets mined."""
+    batch.replaced_tx_hashes = [*batch.replaced_tx_hashes, tx_hash]
+
+
+# --- a new batch ------------------------------------------------------------------------------
+
+def _create_and_send(client: ChainClient, now: datetime, report: TickReport) -> bool:
+    """Sequence new entries; when a range is due, sign its anchor, persist it, then send."""
+    report.sequenced += audit_sequence()
+    due = _due_range(now)
+    if due is None:
+        return False
+    first, leaves = due
+    last, root = first + len(leaves) - 1, merkle.root(leaves)
+    chain_id = client.chain_id()
+    contract = _contract_address(chain_id)
+    nonce = _next_nonce(client, client.address, chain_id)
+    max_fee, priority = client.fee_suggestion()
+    signed = client.signed_call(_artifact(), contract, "anchor", first, last, root, nonce=nonce,
+                                max_fee_per_gas=max_fee, max_priority_fee_per_gas=priority)
+    with transaction.atomic():
+        batch = AnchorBatch.objects.create(
+            first_seq=first, last_seq=last, root=root, status="pending", chain_id=chain_id,
+            contract=contract, signer=client.address, nonce=nonce, raw_tx=signed.raw,
+            tx_hash=signed.tx_hash, max_fee_per_gas=max_fee, max_priority_fee_per_gas=priority,
+        )
+        claimed = (AuditEntry.objects.filter(seq__gte=first, seq__lte=last, batch__isnull=True)
+                   .update(batch=batch))
+        if claimed != len(leaves):
+            raise RuntimeError(f"audit seq {first}..{last} changed while being anchored")
+    report.created.append((first, last))
+    return _send(client, batch, now, report.sent)
+
+
+def _due_range(now: datetime) -> tuple[int, list[bytes]] | None:
+    """(first seq, leaf hashes) of the next range, when it is full or its oldest entry is due."""
+    first = (AnchorBatch.objects.aggregate(last=Max("last_seq"))["last"] or 0) + 1
+    limit = settings.AUDIT_ANCHOR_MAX_ENTRIES
+    rows = (AuditEntry.objects.filter(seq__gte=first, seq__lt=first + limit)
+            .order_by("seq").values_list("seq", "leaf_hash", "recorded"))
+    leaves, oldest = [], now
+    for expected, (seq, leaf, recorded) in enumerate(rows, start=first):
+        if seq != expected:
+            break
+        leaves.append(bytes(leaf))
+        oldest = min(oldest, recorded)
+    if not leaves:
+        return None
+    if len(leaves) < limit and now - oldest < timedelta(seconds=settings.AUDIT_ANCHOR_INTERVAL_SECONDS):
+        return None
+    return first, leaves
+
+
+def _next_nonce(client: ChainClient, signer: str, chain_id: int) -> int:
+    """Per signing key: the node's pending count, never below our last used nonce + 1."""
+    last = (AnchorBatch.objects.filter(signer=signer, chain_id=chain_id)
+            .aggregate(last=Max("nonce"))["last"])
+    pending = client.nonce(signer, pending=True)
+    return pending if last is None else max(pending, last + 1)
+
+
+# --- contract ---------------------------------------------------------------------------------
+
+def _artifact() -> Artifact:
+    return load_artifact(CONTRACT, settings.CONTRACTS_BUILD_DIR)
+
+
+def _deployment(chain_id: int) -> dict | None:
+    return deployed_contracts(registry=settings.CHAIN_DEPLOYMENTS_FILE, chain_id=chain_id).get(CONTRACT)
+
+
+def _contract_address(chain_id: int) -> str:
+    entry = _deployment(chain_id)
+    if entry is None:
+        raise LedgerUnavailable(f"{CONTRACT} is not deployed on chain {chain_id} (manage.py chain_deploy)")
+    return entry["address"]
+
+
+def _deploy_block(chain_id: int, contract: str) -> int:
+    entry = _deployment(chain_id)
+    return entry.get("block", 0) if entry and entry["address"] == contract else 0

@@ -1,0 +1,53 @@
+"""Output shapes of the ledger API, for the OpenAPI schema (the views build plain dicts)."""
+
+from rest_framework import serializers
+
+
+class ErrorBodySerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorBodySerializer()
+
+
+class NotAnchoredSerializer(ErrorSerializer):
+    status = serializers.DictField(help_text="what is known: id, seq, anchor (unsequenced, pending, sent)")
+
+
+class ProofEntrySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    seq = serializers.IntegerField()
+    event = serializers.CharField(required=False, help_text="canonical AuditEvent JSON, only with the salt")
+    leaf_hash = serializers.CharField()
+    prev_hash = serializers.CharField()
+    entry_hash = serializers.CharField()
+
+
+class ProofMerkleSerializer(serializers.Serializer):
+    leaf_index = serializers.IntegerField()
+    tree_size = serializers.IntegerField()
+    path = serializers.ListField(child=serializers.CharField())
+    root = serializers.CharField()
+
+
+class ProofAnchorSerializer(serializers.Serializer):
+    first_seq = serializers.IntegerField()
+    last_seq = serializers.IntegerField()
+    chain_id = serializers.IntegerField()
+    contract = serializers.CharField()
+    member = serializers.CharField()
+    transaction = serializers.CharField()
+    block_number = serializers.IntegerField()
+    block_hash = serializers.CharField()
+
+
+class AuditProofSerializer(serializers.Serializer):
+    """The proof document (docs/audit-ledger.md); hashes are 0x-prefixed hex."""
+
+    version = serializers.IntegerField()
+    entry = ProofEntrySerializer()
+    salt = serializers.CharField(required=False, help_text="hex, only to callers allowed the entry")
+    merkle = ProofMerkleSerializer()
+    anchor = ProofAnchorSerializer()

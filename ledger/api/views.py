@@ -1,0 +1,62 @@
+"""The ledger's HTTP door: thin views over ``ledger.audit`` and ``ledger.proofs``.
+
+Errors are a fixed JSON shape ``{"error": {"code", "message"}}``, never a traceback.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ledger.audit import audit_entry_get
+from ledger.proofs import ProofUnavailable, audit_proof
+
+from .serializers import AuditProofSerializer, ErrorSerializer, NotAnchoredSerializer
+
+
+def error_response(http_status: int, code: str, message: str, **extra) -> Response:
+    return Response({"error": {"code": code, "message": message}, **extra}, status=http_status)
+
+
+def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF's own errors (authentication, methods, throttling) in the fixed error shape."""
+    if not isinstance(exc, exceptions.APIException):
+        return None
+    code = exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code
+    response = error_response(exc.status_code, str(code), str(exc.detail))
+    if auth_header := getattr(exc, "auth_header", None):
+        response["WWW-Authenticate"] = auth_header
+    return response
+
+
+class LedgerAPIView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    def get_exception_handler(self):
+        return api_exception_handler
+
+
+class AuditEventProofView(LedgerAPIView):
+    @extend_schema(
+        operation_id="ledger_audit_event_proof",
+        summary="Proof that an audit event is anchored on chain",
+        description=("Entry hash, Merkle path, root and the anchor transaction. The salt and the "
+                     "event text are included only for staff. Check offline with "
+                     "`carrack-verify audit-proof FILE --rpc URL`."),
+        parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH, description="audit entry id")],
+        responses={200: AuditProofSerializer, 403: ErrorSerializer, 404: ErrorSerializer,
+                   409: NotAnchoredSerializer},
+    )
+    def get(self, request: Request, id: str) -> Response:
+        entry = audit_entry_get(entry_id=int(id)) if id.isdigit() and len(id) < 19 else None
+        if entry is None:
+            return error_response(status.HTTP_404_NOT_FOUND, "not_found", "no such audit event")
+        try:
+            proof = audit_proof(entry=entry, include_salt=request.user.is_staff)
+        except ProofUnavailable as error:
+            return error_response(status.HTTP_409_CONFLICT, "not_anchored", str(error), status=error.status)
+        return Response(proof)

@@ -1,0 +1,284 @@
+"""The audit log: append on the request path, sequence and hash off it, read for proofs.
+
+``audit_append`` runs inside every FHIR interaction's transaction, so it only inserts
+(no counter, no lock). ``audit_sequence`` runs in a worker, single-flight under an
+advisory lock, and gives committed entries their contiguous ``seq`` and hashes.
+Formats (canonical JSON, entry hash, leaf hash): docs/audit-ledger.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from datetime import datetime
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from . import merkle, proofs
+from .models import AnchorBatch, AuditEntry, AuditSalt
+
+# pg_advisory_xact_lock key of the sequencer ("carrack-audit-seq" folded into a bigint).
+SEQUENCE_LOCK = 0x4341524B53455131
+SALT_BYTES = 32
+OUTCOMES = {"0", "4", "8", "12"}
+
+
+def audit_append(*, event: dict, patient_id: str | None, agent: str, outcome: str,
+                 recorded: datetime | None = None) -> AuditEntry:
+    """Record one access in the caller's transaction; an access that cannot be audited fails.
+
+    Two inserts, nothing else: the sequence number and hashes come later from
+    ``audit_sequence`` so the request path never waits on a shared counter.
+    """
+    if outcome not in OUTCOMES:
+        raise ValueError(f"AuditEvent outcome must be one of {sorted(OUTCOMES)}")
+    with transaction.atomic():
+        entry = AuditEntry.objects.create(
+            recorded=recorded or timezone.now(),
+            event=proofs.canonical_json(event),
+            patient_id=patient_id,
+            agent=agent,
+            outcome=outcome,
+        )
+        AuditSalt.objects.create(entry=entry, salt=secrets.token_bytes(SALT_BYTES))
+    return entry
+
+
+def audit_sequence(*, limit: int = 10_000) -> int:
+    """Give committed unsequenced entries the next seq numbers and hashes; return how many.
+
+    Single-flight: the advisory lock serializes sequencers across processes, and under
+    READ COMMITTED each statement after the lock sees the previous holder's commit, so two
+    workers never produce a gap or a duplicate. An entry whose salt was already erased is
+    hashed with a throwaway salt, which keeps it unlinkable as the erasure intended.
+    """
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEQUENCE_LOCK])
+        last = (AuditEntry.objects.filter(seq__isnull=False).order_by("-seq")
+                .values_list("seq", "entry_hash").first())
+        seq, prev = (last[0], bytes(last[1])) if last else (0, proofs.GENESIS_HASH)
+        pending = (AuditEntry.objects.filter(seq__isnull=True).order_by("id")
+                   .values_list("id", "event", "auditsalt__salt")[:limit])
+        rows: list[tuple[int, int, bytes, bytes, bytes]] = []
+        for entry_id, event, salt in pending:
+            seq += 1
+            data = event.encode()
+            entry_hash = proofs.entry_hash(prev, seq, data)
+            leaf = proofs.leaf_hash(bytes(salt) if salt is not None else secrets.token_bytes(SALT_BYTES),
+                                    seq, data)
+            rows.append((entry_id, seq, prev, entry_hash, leaf))
+            prev = entry_hash
+        _write_sequence(rows)
+    return len(rows)
+
+
+def _write_sequence(rows: list[tuple[int, int, bytes, bytes, bytes]]) -> None:
+    if not rows:
+        return
+    ids, seqs, prevs, hashes, leaves = (list(column) for column in zip(*rows))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE ledger_auditentry AS e
+               SET seq = v.seq, prev_hash = v.prev, entry_hash = v.hash, leaf_hash = v.leaf
+              FROM unnest(%s::bigint[], %s::bigint[], %s::bytea[], %s::bytea[], %s::bytea[])
+                   AS v(id, seq, prev, hash, leaf)
+             WHERE e.id = v.id AND e.seq IS NULL
+            """,
+            [ids, seqs, prevs, hashes, leaves],
+        )
+        if cursor.rowcount != len(rows):
+            raise RuntimeError("audit entries changed while being sequenced")
+
+
+# --- selectors -------------------------------------------------------------------------------
+
+def audit_entry_get(*, entry_id: int) -> AuditEntry | None:
+    return AuditEntry.objects.select_related("batch").filter(id=entry_id).first()
+
+
+def audit_salt_get(*, entry: AuditEntry) -> bytes | None:
+    salt = AuditSalt.objects.filter(entry=entry).values_list("salt", flat=True).first()
+    return bytes(salt) if salt is not None else None
+
+
+def audit_range_leaves(*, first_seq: int, last_seq: int) -> list[bytes]:
+    """Leaf hashes of seq first..last in order: the input of the range's Merkle root."""
+    leaves = (AuditEntry.objects.filter(seq__gte=first_seq, seq__lte=last_seq)
+              .order_by("seq").values_list("leaf_hash", flat=True))
+    result = [bytes(leaf) for leaf in leaves]
+    if len(result) != last_seq - first_seq + 1:
+        raise ValueError(f"seq {first_seq}..{last_seq} is not fully sequenced")
+    return result
+
+
+def audit_last_seq() -> int:
+    last = AuditEntry.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", flat=True)
+    return last.first() or 0
+
+
+def audit_confirmed_batches() -> list[AnchorBatch]:
+    return list(AnchorBatch.objects.filter(status="confirmed").order_by("first_seq"))
+
+
+# --- IHE BALP AuditEvent ---------------------------------------------------------------------
+
+INTERACTION_ACTIONS = {
+    "create": "C", "read": "R", "vread": "R", "update": "U", "patch": "U", "delete": "D",
+    "history": "R", "history-instance": "R", "history-type": "R", "history-system": "R",
+    "search": "E", "search-type": "E", "search-system": "E", "operation": "E",
+    "capabilities": "R", "transaction": "E", "batch": "E",
+}
+OUTCOME_TEXT = {"0": "Success", "4": "Minor failure", "8": "Serious failure", "12": "Major failure"}
+_V3_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+_DCM = "http://dicom.nema.org/resources/ontology/DCM"
+
+
+def audit_event_balp(*, interaction: str, agent: str, outcome: str, recorded: datetime,
+                     observer: str, resource: str | None = None, patient: str | None = None,
+                     query: str | None = None, client: str | None = None,
+                     purpose_of_use: str = "TREAT", break_glass: bool = False,
+                     break_glass_reason: str | None = None,
+                     outcome_description: str | None = None) -> dict:
+    """A FHIR R4 AuditEvent in the IHE Basic Audit Log Patterns (BALP) RESTful shape.
+
+    ``resource`` is a relative reference (``Observation/1/_history/2``), ``patient`` the
+    patient's id, ``query`` the search string, ``observer`` this node's name. Break the
+    glass adds ``BTG`` to the user's purposeOfUse (with the reason as text) and to the
+    event's purposeOfEvent, so it can be searched and reported.
+    """
+    if interaction not in INTERACTION_ACTIONS:
+        raise ValueError(f"unknown FHIR interaction {interaction!r}")
+    purposes = [{"coding": [{"system": _V3_REASON, "code": purpose_of_use}]}]
+    if break_glass:
+        purposes.append({"coding": [{"system": _V3_REASON, "code": "BTG", "display": "break the glass"}],
+                         **({"text": break_glass_reason} if break_glass_reason else {})})
+    event: dict = {
+        "resourceType": "AuditEvent",
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
+                 "display": "Restful Operation"},
+        "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": interaction}],
+        "action": INTERACTION_ACTIONS[interaction],
+        "recorded": recorded.isoformat(),
+        "outcome": outcome,
+        "purposeOfEvent": purposes,
+        "agent": _agents(agent=agent, client=client, observer=observer, purposes=purposes),
+        "source": {"observer": {"display": observer}, "type": [{
+            "system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4",
+            "display": "Application Server"}]},
+        "entity": _entities(resource=resource, patient=patient, query=query),
+    }
+    if outcome != "0":
+        event["outcomeDesc"] = outcome_description or OUTCOME_TEXT[outcome]
+    if break_glass:
+        event["meta"] = {"security": [{"system": _V3_REASON, "code": "BTG"}]}
+    return event
+
+
+def _agents(*, agent: str, client: str | None, observer: str, purposes: list[dict]) -> list[dict]:
+    agents = [{
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                             "code": "IRCP", "display": "information recipient"}]},
+        "who": {"identifier": {"value": agent}},
+        "requestor": True,
+        "purposeOfUse": purposes,
+    }, {
+        "type": {"coding": [{"system": _DCM, "code": "110152", "display": "Destination Role ID"}]},
+        "who": {"display": observer},
+        "requestor": False,
+    }]
+    if client:
+        agents.insert(1, {
+            "type": {"coding": [{"system": _DCM, "code": "110153", "display": "Source Role ID"}]},
+            "who": {"identifier": {"value": client}},
+            "requestor": False,
+        })
+    return agents
+
+
+def _entities(*, resource: str | None, patient: str | None, query: str | None) -> list[dict]:
+    entities = []
+    if patient:
+        entities.append({
+            "what": {"reference": f"Patient/{patient}"},
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1",
+                     "display": "Person"},
+            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1",
+                     "display": "Patient"},
+        })
+    if resource:
+        entities.append({
+            "what": {"reference": resource},
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2",
+                     "display": "System Object"},
+            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "4",
+                     "display": "Domain Resource"},
+        })
+    if query is not None:
+        entities.append({
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2",
+                     "display": "System Object"},
+            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "24",
+                     "display": "Query"},
+            "query": base64.b64encode(query.encode()).decode(),
+        })
+    return entities
+
+
+# --- verification ----------------------------------------------------------------------------
+
+class LedgerDiffers(Exception):
+    """The stored log does not match its own hash chain, its roots or the chain."""
+
+
+def audit_verify(*, rpc_url: str | None, chunk: int = 5_000) -> tuple[int, int]:
+    """Recompute the hash chain from seq 1 and each confirmed batch's root; check its anchor.
+
+    Returns (entries, batches) checked; raises ``LedgerDiffers`` naming the first entry
+    (seq and id) that differs. ``rpc_url=None`` skips the on-chain check.
+    """
+    batches = audit_confirmed_batches()
+    ranges = {batch.first_seq: batch for batch in batches}
+    expected, prev, leaves, batch = 0, proofs.GENESIS_HASH, [], None
+    rows = (AuditEntry.objects.filter(seq__isnull=False).order_by("seq")
+            .values_list("seq", "id", "event", "prev_hash", "entry_hash", "leaf_hash", "auditsalt__salt")
+            .iterator(chunk_size=chunk))
+    for seq, entry_id, event, prev_hash, stored_hash, leaf, salt in rows:
+        expected += 1
+        where = f"entry seq {expected} (id {entry_id})"
+        if seq != expected:
+            raise LedgerDiffers(f"{where}: the sequence jumps to {seq}")
+        data = event.encode()
+        if bytes(prev_hash) != prev:
+            raise LedgerDiffers(f"{where}: prev_hash does not match the previous entry hash")
+        prev = proofs.entry_hash(prev, seq, data)
+        if bytes(stored_hash) != prev:
+            raise LedgerDiffers(f"{where}: the entry hash does not match its content")
+        if salt is not None and proofs.leaf_hash(bytes(salt), seq, data) != bytes(leaf):
+            raise LedgerDiffers(f"{where}: the leaf hash does not match its content")
+        batch = ranges.get(seq, batch)
+        if batch is not None and batch.first_seq <= seq <= batch.last_seq:
+            leaves.append(bytes(leaf))
+            if seq == batch.last_seq:
+                _check_batch(batch, leaves, rpc_url)
+                leaves = []
+    missing = [b for b in batches if b.last_seq > expected]
+    if missing:
+        raise LedgerDiffers(f"batch {missing[0].first_seq}..{missing[0].last_seq}: entries are missing")
+    return expected, len(batches)
+
+
+def _check_batch(batch: AnchorBatch, leaves: list[bytes], rpc_url: str | None) -> None:
+    where = f"batch {batch.first_seq}..{batch.last_seq}"
+    root = merkle.root(leaves)
+    if root != bytes(batch.root):
+        raise LedgerDiffers(f"{where} (entry seq {batch.first_seq} onwards): the recomputed root "
+                            f"differs from the anchored root")
+    if rpc_url is None:
+        return
+    try:
+        proofs.check_anchor(rpc_url, proofs.anchor_fields(batch), root)
+    except proofs.ProofInvalid as error:
+        raise LedgerDiffers(f"{where}: on chain, {error}") from None

@@ -1,0 +1,234 @@
+"""Audit proof documents: the byte formats, building a proof, and checking one offline.
+
+Everything here except ``audit_proof`` is pure and imports neither Django nor web3, so
+``carrack-verify`` runs with the server switched off: it needs the proof and a JSON-RPC
+URL of any node of the chain. Formats and schema: docs/audit-ledger.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import urllib.error
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+from . import merkle
+
+if TYPE_CHECKING:
+    from .models import AuditEntry
+
+VERSION = 1
+GENESIS_HASH = bytes(32)
+# keccak256("Anchored(address,uint64,uint64,bytes32)"), the AuditAnchor event's topic 0.
+ANCHORED_TOPIC = "0x86d1879d76f621db59018592db483e96846d4de01c2e017d2d3bf3bdb5baf0b7"
+
+
+class ProofUnavailable(Exception):
+    """The entry has no proof yet (not sequenced, or its batch is not confirmed)."""
+
+    def __init__(self, message: str, status: dict) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --- formats ---------------------------------------------------------------------------------
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, UTF-8 characters kept as is (not \\u-escaped)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+
+
+def seq_bytes(seq: int) -> bytes:
+    return seq.to_bytes(8, "big")
+
+
+def entry_hash(prev_hash: bytes, seq: int, event: bytes) -> bytes:
+    """The hash chain link: SHA-256(prev_hash || seq (8 bytes BE) || event bytes)."""
+    return hashlib.sha256(prev_hash + seq_bytes(seq) + event).digest()
+
+
+def leaf_hash(salt: bytes, seq: int, event: bytes) -> bytes:
+    """RFC 6962 leaf: SHA-256(0x00 || salt || seq (8 bytes BE) || event bytes)."""
+    return merkle.leaf_hash(salt + seq_bytes(seq) + event)
+
+
+# --- building --------------------------------------------------------------------------------
+
+def audit_proof(*, entry: AuditEntry, include_salt: bool) -> dict:
+    """The proof document of one anchored entry; ``ProofUnavailable`` until it is anchored.
+
+    The event text goes with the salt only: without the salt the event cannot be tied to
+    the on-chain root anyway, and a caller not allowed the salt sees hashes only.
+    """
+    from .audit import audit_range_leaves, audit_salt_get
+
+    batch = entry.batch
+    if entry.seq is None or batch is None or batch.status != "confirmed":
+        status = {"id": entry.pk, "seq": entry.seq,
+                  "anchor": "unsequenced" if entry.seq is None else (batch.status if batch else "pending")}
+        raise ProofUnavailable("the entry is not anchored yet", status)
+    leaves = audit_range_leaves(first_seq=batch.first_seq, last_seq=batch.last_seq)
+    salt = audit_salt_get(entry=entry) if include_salt else None
+    return proof_document(
+        entry_id=entry.pk, seq=entry.seq, event=entry.event if salt is not None else None,
+        salt=salt, prev_hash=bytes(entry.prev_hash), entry_hash=bytes(entry.entry_hash),
+        leaves=leaves, first_seq=batch.first_seq,
+        anchor=anchor_fields(batch),
+    )
+
+
+def anchor_fields(batch: Any) -> dict:
+    """The proof's ``anchor`` object from an ``AnchorBatch`` row."""
+    return {"first_seq": batch.first_seq, "last_seq": batch.last_seq, "chain_id": batch.chain_id,
+            "contract": batch.contract, "member": batch.signer, "transaction": batch.tx_hash,
+            "block_number": batch.block_number, "block_hash": batch.block_hash}
+
+
+def proof_document(*, entry_id: int, seq: int, event: str | None, salt: bytes | None,
+                   prev_hash: bytes, entry_hash: bytes, leaves: list[bytes], first_seq: int,
+                   anchor: dict) -> dict:
+    index = seq - first_seq
+    entry: dict[str, Any] = {"id": entry_id, "seq": seq}
+    if event is not None:
+        entry["event"] = event
+    entry.update(leaf_hash=_hex(leaves[index]), prev_hash=_hex(prev_hash), entry_hash=_hex(entry_hash))
+    proof: dict[str, Any] = {"version": VERSION, "entry": entry}
+    if salt is not None:
+        proof["salt"] = salt.hex()
+    proof["merkle"] = {
+        "leaf_index": index,
+        "tree_size": len(leaves),
+        "path": [_hex(node) for node in merkle.inclusion_path(leaves, index)],
+        "root": _hex(merkle.root(leaves)),
+    }
+    proof["anchor"] = anchor
+    return proof
+
+
+# --- verifying -------------------------------------------------------------------------------
+
+class ProofInvalid(Exception):
+    """Why a proof does not hold (the message is the reason shown to the user)."""
+
+
+def verify_proof(proof: dict, *, rpc_url: str, timeout: float = 10.0) -> tuple[bool, str]:
+    """Check a proof against the chain; ``(True, summary)`` or ``(False, reason)``."""
+    try:
+        root = verify_offline(proof)
+        anchor = proof["anchor"]
+        check_anchor(rpc_url, anchor, root, timeout=timeout)
+    except ProofInvalid as error:
+        return False, str(error)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        return False, f"malformed proof document ({type(error).__name__}: {error})"
+    what = "event and leaf" if "salt" in proof else "leaf"
+    return True, (f"{what} of entry seq {proof['entry']['seq']} are in root {_hex(root)} anchored "
+                  f"for seq {anchor['first_seq']}..{anchor['last_seq']} by transaction "
+                  f"{anchor['transaction']} in block {anchor['block_number']} on chain {anchor['chain_id']}")
+
+
+def verify_offline(proof: dict) -> bytes:
+    """Everything that needs no chain: leaf, entry hash, range and Merkle path; the root."""
+    if proof.get("version") != VERSION:
+        raise ProofInvalid(f"unsupported proof version {proof.get('version')!r}")
+    entry, tree, anchor = proof["entry"], proof["merkle"], proof["anchor"]
+    seq = int(entry["seq"])
+    leaf = _unhex(entry["leaf_hash"], "entry.leaf_hash")
+    if "event" in entry:
+        event = entry["event"].encode()
+        if entry_hash(_unhex(entry["prev_hash"], "entry.prev_hash"), seq, event) != \
+                _unhex(entry["entry_hash"], "entry.entry_hash"):
+            raise ProofInvalid("the entry hash does not match the event")
+        if "salt" in proof and leaf_hash(_unhex(proof["salt"], "salt"), seq, event) != leaf:
+            raise ProofInvalid("the leaf hash does not match the salted event")
+    first, last = int(anchor["first_seq"]), int(anchor["last_seq"])
+    if not first <= seq <= last:
+        raise ProofInvalid(f"seq {seq} is outside the anchored range {first}..{last}")
+    if tree["leaf_index"] != seq - first or tree["tree_size"] != last - first + 1:
+        raise ProofInvalid("the Merkle leaf index or tree size does not match the anchored range")
+    path = [_unhex(node, "merkle.path") for node in tree["path"]]
+    try:
+        root = merkle.root_from_path(leaf, tree["leaf_index"], tree["tree_size"], path)
+    except ValueError as error:
+        raise ProofInvalid(f"the Merkle path does not fit the tree: {error}") from None
+    if root != _unhex(tree["root"], "merkle.root"):
+        raise ProofInvalid("the Merkle path does not lead to the stated root")
+    return root
+
+
+def check_anchor(rpc_url: str, anchor: dict, root: bytes, *, timeout: float = 10.0) -> None:
+    """The transaction succeeded, went to the contract, sits in the stated (canonical) block
+    and emitted ``Anchored(member, first_seq, last_seq, root)`` from the contract."""
+    rpc = _JsonRpc(rpc_url, timeout)
+    if int(rpc.call("eth_chainId"), 16) != int(anchor["chain_id"]):
+        raise ProofInvalid(f"the node is not on chain {anchor['chain_id']}")
+    receipt = rpc.call("eth_getTransactionReceipt", anchor["transaction"])
+    if receipt is None:
+        raise ProofInvalid(f"transaction {anchor['transaction']} is not on the chain")
+    contract = anchor["contract"].lower()
+    if int(receipt["status"], 16) != 1:
+        raise ProofInvalid("the anchor transaction reverted")
+    if (receipt.get("to") or "").lower() != contract:
+        raise ProofInvalid("the anchor transaction was not sent to the contract")
+    if receipt["blockHash"].lower() != anchor["block_hash"].lower() or \
+            int(receipt["blockNumber"], 16) != int(anchor["block_number"]):
+        raise ProofInvalid("the anchor transaction is not in the stated block")
+    block = rpc.call("eth_getBlockByNumber", hex(int(anchor["block_number"])), False)
+    if block is None or block["hash"].lower() != anchor["block_hash"].lower():
+        raise ProofInvalid("the stated block is not on the canonical chain")
+    if not any(_is_anchored_log(log, contract, anchor, root) for log in receipt["logs"]):
+        raise ProofInvalid("the transaction has no Anchored event for this range and root")
+
+
+def _is_anchored_log(log: dict, contract: str, anchor: dict, root: bytes) -> bool:
+    topics = [topic.lower() for topic in log["topics"]]
+    data = bytes.fromhex(log["data"][2:])
+    member = anchor.get("member")
+    return (
+        log["address"].lower() == contract
+        and len(topics) == 3 and topics[0] == ANCHORED_TOPIC
+        and (member is None or topics[1] == "0x" + member.lower()[2:].rjust(64, "0"))
+        and int(topics[2], 16) == int(anchor["first_seq"])
+        and len(data) == 64
+        and int.from_bytes(data[:32], "big") == int(anchor["last_seq"])
+        and data[32:] == root
+    )
+
+
+class _JsonRpc:
+    """Just enough JSON-RPC over HTTP for the verifier; no web3, no Django."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url, self.timeout, self._id = url, timeout, 0
+
+    def call(self, method: str, *params: Any) -> Any:
+        self._id += 1
+        body = json.dumps({"jsonrpc": "2.0", "id": self._id, "method": method, "params": list(params)})
+        request = urllib.request.Request(self.url, data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                answer = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            raise ProofInvalid(f"cannot check the chain: node {self.url} unreachable "
+                               f"({type(error).__name__})") from None
+        if "error" in answer:
+            raise ProofInvalid(f"cannot check the chain: {method} failed: {answer['error'].get('message')}")
+        return answer.get("result")
+
+
+def _hex(value: bytes) -> str:
+    return "0x" + value.hex()
+
+
+def _unhex(value: str, field: str) -> bytes:
+    text = value[2:] if value.startswith("0x") else value
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise ProofInvalid(f"{field} is not hex") from None
+    if field != "salt" and len(raw) != merkle.HASH_SIZE:
+        raise ProofInvalid(f"{field} is not a 32-byte hash")
+    return raw

@@ -1,0 +1,210 @@
+"""Proof documents end to end: anchor on the session's anvil, fetch over the API, verify offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from web3 import Web3
+
+from ledger import merkle, proofs
+from ledger.audit import audit_append, audit_range_leaves, audit_sequence
+from ledger.models import AnchorBatch, AuditEntry, AuditSalt
+
+pytestmark = [pytest.mark.django_db, pytest.mark.chain]
+VERIFY = str(Path(sys.executable).parent / "carrack-verify")
+RPC = os.environ.get("CHAIN_RPC_URL", "http://127.0.0.1:8545")
+
+
+def anchor_batch(*, chain, artifact, address: str, first: int, last: int) -> AnchorBatch:
+    """What the anchoring job does, minus its retries: one anchor transaction, one confirmed row."""
+    root = merkle.root(audit_range_leaves(first_seq=first, last_seq=last))
+    sent = chain.transact(artifact, address, "anchor", first, last, root)
+    tx = Web3(Web3.HTTPProvider(RPC)).eth.get_transaction(sent["transaction"])
+    batch = AnchorBatch.objects.create(
+        first_seq=first, last_seq=last, root=root, status="confirmed", chain_id=chain.chain_id(),
+        contract=address, signer=chain.address, nonce=tx["nonce"], raw_tx=b"",
+        tx_hash=sent["transaction"], max_fee_per_gas=tx.get("maxFeePerGas", 0),
+        max_priority_fee_per_gas=tx.get("maxPriorityFeePerGas", 0), block_number=sent["block"],
+        block_hash=tx["blockHash"].to_0x_hex())
+    AuditEntry.objects.filter(seq__gte=first, seq__lte=last).update(batch=batch)
+    return batch
+
+
+@pytest.fixture
+def anchored(deployed, chain, audit_anchor_artifact):
+    """Seven audit entries, sequenced, anchored as 1..4 and 5..7."""
+    address = deployed["AuditAnchor"]["address"]
+    entries = [audit_append(event={"resourceType": "AuditEvent", "n": i}, patient_id="p1",
+                            agent="dr-who", outcome="0") for i in range(7)]
+    audit_sequence()
+    for first, last in [(1, 4), (5, 7)]:
+        anchor_batch(chain=chain, artifact=audit_anchor_artifact, address=address, first=first, last=last)
+    return [AuditEntry.objects.select_related("batch").get(pk=e.pk) for e in entries]
+
+
+def run_verify(tmp_path: Path, proof: dict | str, *args: str) -> subprocess.CompletedProcess:
+    path = tmp_path / "proof.json"
+    path.write_text(proof if isinstance(proof, str) else json.dumps(proof))
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    return subprocess.run([VERIFY, "audit-proof", str(path), "--rpc", RPC, *args],
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.fixture
+def staff_client(client):
+    user = get_user_model().objects.create_user("dpo", is_staff=True)
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def user_client(client):
+    client.force_login(get_user_model().objects.create_user("clinician"))
+    return client
+
+
+def proof_url(entry_id) -> str:
+    return f"/api/ledger/audit-events/{entry_id}/proof"
+
+
+# --- round trip ---------------------------------------------------------------------------------
+
+def test_a_staff_proof_carries_the_event_and_salt_and_verifies_offline(anchored, staff_client, tmp_path):
+    entry = anchored[5]
+
+    response = staff_client.get(proof_url(entry.pk))
+
+    assert response.status_code == 200
+    proof = response.json()
+    assert proof["entry"]["seq"] == 6 and proof["entry"]["event"] == entry.event
+    assert proof["salt"] == bytes(entry.auditsalt.salt).hex()
+    assert proof["merkle"]["leaf_index"] == 1 and proof["merkle"]["tree_size"] == 3
+    assert proof["anchor"]["first_seq"] == 5 and proof["anchor"]["transaction"] == entry.batch.tx_hash
+    result = run_verify(tmp_path, proof)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith("valid: event and leaf of entry seq 6")
+
+
+def test_a_proof_without_salt_verifies_leaf_to_root(anchored, user_client, tmp_path):
+    proof = user_client.get(proof_url(anchored[0].pk)).json()
+
+    assert "salt" not in proof and "event" not in proof["entry"]
+    result = run_verify(tmp_path, proof)
+    assert result.returncode == 0 and result.stdout.startswith("valid: leaf of entry seq 1")
+
+
+def test_after_erasure_even_staff_get_no_event_and_the_leaf_still_verifies(anchored, staff_client, tmp_path):
+    AuditSalt.objects.filter(entry=anchored[2]).delete()
+
+    proof = staff_client.get(proof_url(anchored[2].pk)).json()
+
+    assert "salt" not in proof and "event" not in proof["entry"]
+    assert run_verify(tmp_path, proof).returncode == 0
+
+
+def _flip(hex_value: str) -> str:
+    digit = hex_value[-1]
+    return hex_value[:-1] + ("0" if digit != "0" else "1")
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    (lambda p: p["merkle"]["path"].__setitem__(0, _flip(p["merkle"]["path"][0])), "does not lead to the stated root"),
+    (lambda p: p["entry"].__setitem__("leaf_hash", _flip(p["entry"]["leaf_hash"])), "leaf hash does not match"),
+    (lambda p: p.__setitem__("salt", _flip(p["salt"])), "leaf hash does not match"),
+    (lambda p: p["entry"].__setitem__("event", p["entry"]["event"].replace('"n":5', '"n":6')), "entry hash"),
+    (lambda p: p["entry"].__setitem__("seq", 5), "entry hash does not match"),
+    (lambda p: p["merkle"].__setitem__("root", _flip(p["merkle"]["root"])), "stated root"),
+    (lambda p: p["anchor"].__setitem__("last_seq", 8), "tree size"),
+    (lambda p: p["anchor"].__setitem__("block_hash", _flip(p["anchor"]["block_hash"])), "stated block"),
+    (lambda p: p["anchor"].__setitem__("contract", "0x" + "12" * 20), "not sent to the contract"),
+    (lambda p: p["anchor"].__setitem__("chain_id", 1), "not on chain 1"),
+    (lambda p: p["anchor"].__setitem__("member", "0x" + "12" * 20), "no Anchored event"),
+    (lambda p: p["anchor"].__setitem__("transaction", "0x" + "ab" * 32), "not on the chain"),
+    (lambda p: p.__setitem__("version", 2), "unsupported proof version"),
+    (lambda p: p.pop("merkle"), "malformed proof"),
+])
+def test_a_changed_proof_is_refused_with_its_reason(anchored, staff_client, tmp_path, change, reason):
+    proof = staff_client.get(proof_url(anchored[5].pk)).json()
+    change(proof)
+
+    result = run_verify(tmp_path, proof)
+
+    assert result.returncode == 1
+    assert result.stdout.startswith("invalid: ") and reason in result.stdout
+
+
+def test_a_root_anchored_by_another_transaction_is_refused(anchored, staff_client):
+    proof = staff_client.get(proof_url(anchored[0].pk)).json()
+    other = anchored[5].batch
+    proof["anchor"].update(transaction=other.tx_hash, block_number=other.block_number,
+                           block_hash=other.block_hash)
+
+    ok, reason = proofs.verify_proof(proof, rpc_url=RPC)
+
+    assert not ok and "no Anchored event" in reason
+
+
+def test_an_unreachable_node_is_not_a_valid_proof(anchored, staff_client):
+    proof = staff_client.get(proof_url(anchored[0].pk)).json()
+
+    ok, reason = proofs.verify_proof(proof, rpc_url="http://127.0.0.1:9", timeout=2)
+
+    assert not ok and "unreachable" in reason
+
+
+# --- the CLI's own errors -----------------------------------------------------------------------
+
+def test_not_json_exits_1(tmp_path):
+    result = run_verify(tmp_path, "not json")
+    assert (result.returncode, result.stdout) == (1, "invalid: the file is not JSON\n")
+
+
+@pytest.mark.parametrize("argv", [[], ["audit-proof"], ["audit-proof", "/nonexistent.json", "--rpc", RPC],
+                                  ["other", "x"]])
+def test_usage_errors_exit_2_with_a_message(argv):
+    result = subprocess.run([VERIFY, *argv], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "carrack-verify" in result.stderr and result.stdout == ""
+
+
+# --- the API's errors ---------------------------------------------------------------------------
+
+def test_unknown_or_malformed_ids_are_404_in_the_error_shape(user_client):
+    for entry_id in ["999999", "abc", "1" * 30]:
+        response = user_client.get(proof_url(entry_id))
+        assert response.status_code == 404
+        assert response.json() == {"error": {"code": "not_found", "message": "no such audit event"}}
+
+
+def test_an_entry_not_yet_anchored_is_409_with_what_is_known(user_client):
+    entry = audit_append(event={"n": 1}, patient_id=None, agent="a", outcome="0")
+
+    response = user_client.get(proof_url(entry.pk))
+    assert response.status_code == 409
+    assert response.json() == {"error": {"code": "not_anchored", "message": "the entry is not anchored yet"},
+                               "status": {"id": entry.pk, "seq": None, "anchor": "unsequenced"}}
+
+    audit_sequence()
+    assert user_client.get(proof_url(entry.pk)).json()["status"] == {
+        "id": entry.pk, "seq": 1, "anchor": "pending"}
+
+
+def test_anonymous_callers_get_the_error_shape_and_no_proof(client):
+    entry = audit_append(event={"n": 1}, patient_id=None, agent="a", outcome="0")
+
+    response = client.get(proof_url(entry.pk))
+
+    assert response.status_code in (401, 403)
+    assert response.json()["error"]["code"] == "not_authenticated"
+    assert "entry" not in response.json()
+
+
+def test_the_proof_is_in_the_openapi_schema(user_client):
+    schema = user_client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    operation = schema["paths"]["/api/ledger/audit-events/{id}/proof"]["get"]
+    assert set(operation["responses"]) == {"200", "403", "404", "409"}
