@@ -133,6 +133,9 @@ CHAIN_DEPLOYMENTS_FILE = Path(
 CONTRACTS_BUILD_DIR = BASE_DIR / "contracts" / "build"
 CHAIN_CONTRACTS = ["AuditAnchor"]
 
+# This node's name in audit events (AuditEvent.source.observer).
+NODE_NAME = env.str("CARRACK_NODE_NAME", default="carrack-local")
+
 HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=2.0)
 
 LOGGING = {

@@ -20,6 +20,8 @@ from ehr import fhirjson
 from ehr.fhir import FhirError, issue, operation_outcome
 from ehr.models import Resource, ResourceVersion
 
+from .audit import access_record, record_written, write_audit
+
 logger = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
@@ -82,6 +84,7 @@ def prefer(request: HttpRequest, name: str) -> str | None:
 
 def written_response(request: HttpRequest, row: Resource, status: int, base_url: str) -> HttpResponse:
     """A create or update answer, shaped by ``Prefer: return=…``."""
+    record_written(request.access, row)
     headers = resource_headers(row, base_url)
     wanted = prefer(request, "return") or "representation"
     if wanted == "minimal":
@@ -115,30 +118,41 @@ class BearerTokenAuthentication(TokenAuthentication):
     keyword = "Bearer"
 
 
-def _roll_back() -> None:
-    """A failed request writes nothing, even under ATOMIC_REQUESTS."""
-    if transaction.get_connection().in_atomic_block:
-        transaction.set_rollback(True)
+def fhir_endpoint(kind: str):
+    """Wrap a FHIR view: errors become OperationOutcomes and every request is audited.
+
+    The view runs on a savepoint, so a refused or failed request keeps none of its writes
+    while its audit entry is still written in the request's transaction.
+    """
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            request.access = access_record(request, kind, kwargs)
+            try:
+                with transaction.atomic():
+                    response = _answer(view, request, args, kwargs)
+                    write_audit(request, request.access, response)
+            except Exception:  # noqa: BLE001 - an access that cannot be audited is refused
+                logger.exception("audit entry could not be written: %s %s", request.method, request.path)
+                return outcome_response(FhirError(500, "exception", "The access could not be audited"))
+            return response
+
+        return wrapped
+
+    return decorate
 
 
-def fhir_endpoint(view):
-    """Turn every failure into an OperationOutcome; unexpected ones are logged, never shown."""
-
-    @functools.wraps(view)
-    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        try:
-            negotiate(request)
-            authenticate(request)
+def _answer(view, request: HttpRequest, args, kwargs) -> HttpResponse:
+    try:
+        negotiate(request)
+        authenticate(request)
+        with transaction.atomic():
             return view(request, *args, **kwargs)
-        except FhirError as error:
-            _roll_back()
-            return outcome_response(error)
-        except RequestDataTooBig:
-            return outcome_response(FhirError(413, "too-costly", "The request body is too large"))
-        except Exception:  # noqa: BLE001 - the one place that must answer no matter what
-            _roll_back()
-            logger.exception("FHIR request failed: %s %s", request.method, request.path)
-            return outcome_response(FhirError(500, "exception", "Internal error; the request was not applied"))
-
-    return wrapped
-
+    except FhirError as error:
+        return outcome_response(error)
+    except RequestDataTooBig:
+        return outcome_response(FhirError(413, "too-costly", "The request body is too large"))
+    except Exception:  # noqa: BLE001 - the one place that must answer no matter what
+        logger.exception("FHIR request failed: %s %s", request.method, request.path)
+        return outcome_response(FhirError(500, "exception", "Internal error; the request was not applied"))

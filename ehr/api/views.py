@@ -27,7 +27,7 @@ from .http import (
 
 
 @csrf_exempt
-@fhir_endpoint
+@fhir_endpoint("metadata")
 def metadata(request: HttpRequest) -> HttpResponse:
     _allow(request, "GET")
     version = requested_fhir_version(request)
@@ -36,7 +36,7 @@ def metadata(request: HttpRequest) -> HttpResponse:
 
 
 @csrf_exempt
-@fhir_endpoint
+@fhir_endpoint("system")
 def system(request: HttpRequest) -> HttpResponse:
     """The base URL: POST a batch/transaction Bundle, GET a search over all types."""
     _allow(request, "GET", "POST")
@@ -45,19 +45,21 @@ def system(request: HttpRequest) -> HttpResponse:
         status, body = services.bundle_process(
             text=_body(request), handle_get=_get_handler(request), return_resources=wants_resources
         )
+        if body.startswith('{"resourceType":"Bundle","type":"batch-response"'):
+            request.access.interaction = "batch"
         return fhir_response(body, status)
     return _search(request, None, _query_params(request))
 
 
 @csrf_exempt
-@fhir_endpoint
+@fhir_endpoint("system-search")
 def system_search(request: HttpRequest) -> HttpResponse:
     _allow(request, "POST")
     return _search(request, None, _post_params(request))
 
 
 @csrf_exempt
-@fhir_endpoint
+@fhir_endpoint("history")
 def history(request: HttpRequest, resource_type: str | None = None, logical_id: str | None = None):
     _allow(request, "GET")
     params = _query_params(request)
@@ -71,7 +73,7 @@ def history(request: HttpRequest, resource_type: str | None = None, logical_id: 
 
 
 @csrf_exempt
-@fhir_endpoint
+@fhir_endpoint("type")
 def type_root(request: HttpRequest, resource_type: str) -> HttpResponse:
     """GET searches, POST creates (If-None-Exist: conditional), PUT with criteria updates."""
     _allow(request, "GET", "POST", "PUT")
@@ -88,14 +90,14 @@ def type_root(request: HttpRequest, resource_type: str) -> HttpResponse:
 
 
 @csrf_exempt
-@fhir_endpoint
+@fhir_endpoint("type-search")
 def type_search(request: HttpRequest, resource_type: str) -> HttpResponse:
     _allow(request, "POST")
     return _search(request, resource_type, _post_params(request))
 
 
 @csrf_exempt
-@fhir_endpoint
+@fhir_endpoint("instance")
 def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpResponse:
     _allow(request, "GET", "HEAD", "PUT", "PATCH", "DELETE")
     base = base_url(request)
@@ -119,7 +121,7 @@ def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpR
 
 
 @csrf_exempt
-@fhir_endpoint
+@fhir_endpoint("vread")
 def vread(request: HttpRequest, resource_type: str, logical_id: str, version_id: str) -> HttpResponse:
     _allow(request, "GET", "HEAD")
     version = selectors.resource_vread(resource_type=resource_type, logical_id=logical_id,
@@ -128,7 +130,7 @@ def vread(request: HttpRequest, resource_type: str, logical_id: str, version_id:
 
 
 @csrf_exempt
-@fhir_endpoint
+@fhir_endpoint("everything")
 def everything(request: HttpRequest, logical_id: str) -> HttpResponse:
     _allow(request, "GET")
     offset, count = _paging(request, default=selectors.HISTORY_DEFAULT_COUNT)
@@ -140,7 +142,7 @@ def everything(request: HttpRequest, logical_id: str) -> HttpResponse:
 
 
 @csrf_exempt
-@fhir_endpoint
+@fhir_endpoint("unknown")
 def unknown(request: HttpRequest, path: str = "") -> HttpResponse:
     raise FhirError(404, "not-found", f"No FHIR endpoint at /fhir/{path[:100]}")
 

@@ -1,0 +1,106 @@
+"""Every FHIR interaction, allowed or refused, becomes one AuditEvent in the access's transaction.
+
+The view's work runs on a savepoint; whatever happens to it, the audit entry is written
+in the enclosing request transaction. If the entry cannot be written, the request fails
+and nothing it did is kept: an access that cannot be audited is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+
+from ehr.models import ReferenceIndex, Resource
+from ehr.searchparams import patient_compartment
+from ledger.audit import audit_append, audit_event_balp
+
+# (view kind, HTTP method) → FHIR restful-interaction code
+INTERACTIONS = {
+    ("metadata", "GET"): "capabilities",
+    ("system", "GET"): "search-system",
+    ("system", "POST"): "transaction",
+    ("system-search", "POST"): "search-system",
+    ("type-search", "POST"): "search-type",
+    ("type", "GET"): "search-type",
+    ("type", "POST"): "create",
+    ("type", "PUT"): "update",
+    ("instance", "GET"): "read",
+    ("instance", "HEAD"): "read",
+    ("instance", "PUT"): "update",
+    ("instance", "PATCH"): "patch",
+    ("instance", "DELETE"): "delete",
+    ("vread", "GET"): "vread",
+    ("history", "GET"): "history",
+    ("everything", "GET"): "operation",
+}
+PATIENT_SEARCH_PARAMS = ("patient", "subject", "_id")
+
+
+@dataclass
+class AccessRecord:
+    """What the audit entry says about one request; views fill in what only they know."""
+
+    interaction: str
+    resource: str | None = None
+    patient_id: str | None = None
+    query: str | None = None
+
+
+def access_record(request: HttpRequest, kind: str, kwargs: dict) -> AccessRecord:
+    interaction = INTERACTIONS.get((kind, request.method), "read")
+    resource_type, logical_id = kwargs.get("resource_type"), kwargs.get("logical_id")
+    if kind == "everything":
+        resource_type = "Patient"
+    record = AccessRecord(interaction=interaction)
+    if resource_type and logical_id:
+        record.resource = f"{resource_type}/{logical_id}"
+        record.patient_id = logical_id if resource_type == "Patient" else None
+    elif interaction.startswith("search"):
+        record.query = request.META.get("QUERY_STRING", "")[:2000]
+        record.patient_id = _patient_in_query(resource_type, record.query)
+    return record
+
+
+def record_written(record: AccessRecord, row: Resource) -> None:
+    """After a write the stored version and its patient are known."""
+    record.resource = f"{row.resource_type}/{row.logical_id}/_history/{row.version_id}"
+    record.patient_id = row.logical_id if row.resource_type == "Patient" else patient_of(row)
+
+
+def patient_of(row: Resource) -> str | None:
+    """The patient whose compartment holds this resource, from its reference index."""
+    codes = patient_compartment(row.resource_type)
+    if not codes:
+        return None
+    return (ReferenceIndex.objects.filter(resource_id=row.pk, param__in=codes, target_type="Patient")
+            .values_list("target_id", flat=True).first())
+
+
+def write_audit(request: HttpRequest, record: AccessRecord, response: HttpResponse) -> None:
+    status = response.status_code
+    outcome = "0" if status < 400 else "4" if status < 500 else "8"
+    user = request.user
+    agent = user.get_username() if user.is_authenticated else "anonymous"
+    now = timezone.now()
+    event = audit_event_balp(
+        interaction=record.interaction, agent=agent, outcome=outcome, recorded=now,
+        observer=settings.NODE_NAME, resource=record.resource, patient=record.patient_id,
+        query=record.query, outcome_description=None if status < 400 else f"HTTP {status}",
+    )
+    audit_append(event=event, patient_id=record.patient_id, agent=agent, outcome=outcome, recorded=now)
+
+
+def _patient_in_query(resource_type: str | None, query: str) -> str | None:
+    for name, value in parse_qsl(query):
+        base = name.split(":")[0]
+        if base not in PATIENT_SEARCH_PARAMS or "," in value:
+            continue
+        if base == "_id" and resource_type == "Patient":
+            return value
+        if base in ("patient", "subject") and (value.startswith("Patient/") or base == "patient"):
+            return value.removeprefix("Patient/")
+    return None

@@ -1,0 +1,106 @@
+"""Every FHIR interaction leaves one AuditEvent, in the same transaction as the access."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.db import connection
+from fhir.resources.R4B.auditevent import AuditEvent
+
+from ehr.models import Resource
+from ledger.models import AuditEntry
+from tests.ehr.conftest import observation, patient
+
+pytestmark = pytest.mark.django_db
+
+
+def events() -> list[dict]:
+    return [json.loads(entry.event) for entry in AuditEntry.objects.order_by("id")]
+
+
+def subtype(event: dict) -> str:
+    return event["subtype"][0]["code"]
+
+
+def test_a_read_is_audited_with_who_what_and_the_patient(fhir):
+    created = fhir.create(patient())
+
+    fhir.get(f"/fhir/Patient/{created['id']}")
+
+    entry = AuditEntry.objects.order_by("-id").first()
+    event = json.loads(entry.event)
+    assert (entry.agent, entry.outcome, entry.patient_id) == ("integration", "0", created["id"])
+    assert subtype(event) == "read" and event["action"] == "R"
+    assert any(e.get("what", {}).get("reference") == f"Patient/{created['id']}" for e in event["entity"])
+    AuditEvent.model_validate(event)
+
+
+def test_each_interaction_is_one_entry_with_its_own_subtype(fhir):
+    created = fhir.create(patient())
+    path = f"/fhir/Patient/{created['id']}"
+    fhir.put(path, created)
+    fhir.patch(path, [{"op": "replace", "path": "/gender", "value": "female"}])
+    fhir.get(f"{path}/_history/1")
+    fhir.get(f"{path}/_history")
+    fhir.get("/fhir/Patient?family=doe")
+    fhir.get(f"{path}/$everything")
+    fhir.delete(path)
+
+    assert [subtype(e) for e in events()] == [
+        "create", "update", "patch", "vread", "history", "search-type", "operation", "delete"]
+
+
+def test_a_write_names_the_patient_of_the_resource(fhir):
+    owner = fhir.create(patient())
+
+    obs = fhir.create(observation(f"Patient/{owner['id']}"))
+
+    entry = AuditEntry.objects.order_by("-id").first()
+    assert entry.patient_id == owner["id"]
+    assert f"Observation/{obs['id']}/_history/1" in entry.event
+
+
+def test_a_search_by_patient_names_the_patient(fhir):
+    fhir.get("/fhir/Observation?patient=Patient/abc&code=1234")
+
+    assert AuditEntry.objects.get().patient_id == "abc"
+
+
+def test_refused_requests_are_audited_and_write_nothing_else(fhir, client):
+    client.get("/fhir/Patient")
+    fhir.post("/fhir/Patient", {"resourceType": "Patient", "birthDate": "nope"})
+
+    denied, invalid = AuditEntry.objects.order_by("id")
+    assert (denied.agent, denied.outcome) == ("anonymous", "4")
+    assert (invalid.agent, invalid.outcome) == ("integration", "4")
+    assert "HTTP 422" in invalid.event
+    assert Resource.objects.count() == 0
+
+
+def test_bundle_reads_are_audited_one_by_one(fhir):
+    created = fhir.create(patient())
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": f"Patient/{created['id']}"}},
+        {"request": {"method": "GET", "url": "Patient?family=doe"}},
+    ]}
+
+    fhir.post("/fhir", bundle)
+
+    assert [subtype(e) for e in events()][-3:] == ["read", "search-type", "batch"]
+
+
+def test_an_access_that_cannot_be_audited_is_refused(fhir):
+    with connection.cursor() as cursor:
+        cursor.execute("""
+            CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN RAISE EXCEPTION 'audit store unavailable'; END $$;
+            CREATE TRIGGER refuse_audit BEFORE INSERT ON ledger_auditentry
+            FOR EACH ROW EXECUTE FUNCTION refuse_audit();
+        """)
+
+    response = fhir.post("/fhir/Patient", patient())
+
+    assert response.status_code == 500
+    assert response.json()["issue"][0]["diagnostics"] == "The access could not be audited"
+    assert Resource.objects.count() == 0
