@@ -6,8 +6,9 @@ tables hold the search values of the current version only and are rewritten on e
 write, in the same transaction.
 """
 
-from django.db import models
+from django.conf import settings
 from django.contrib.postgres.indexes import OpClass
+from django.db import models
 
 
 class Resource(models.Model):
@@ -18,15 +19,50 @@ class Resource(models.Model):
     deleted = models.BooleanField(default=False)
     # The stored JSON text: what the client sent, with the server's id and meta spliced in.
     text = models.TextField(blank=True)
+    # Access control: the managing organization (hospital) the resource belongs to, and the
+    # patient whose compartment holds it (the Patient's own id for a Patient), both FHIR ids.
+    organization_id = models.CharField(max_length=64, null=True)
+    patient_id = models.CharField(max_length=64, null=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["resource_type", "logical_id"], name="resource_type_id_unique"),
         ]
-        indexes = [models.Index(fields=["resource_type", "last_updated"], name="resource_type_updated")]
+        indexes = [
+            models.Index(fields=["resource_type", "last_updated"], name="resource_type_updated"),
+            models.Index(fields=["organization_id", "resource_type"], name="resource_organization"),
+            models.Index(fields=["patient_id", "resource_type"], name="resource_patient"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.resource_type}/{self.logical_id}/_history/{self.version_id}"
+
+
+class Role(models.TextChoices):
+    CLINICIAN = "clinician"
+    INTEGRATION = "integration"
+    RESEARCHER = "researcher"
+    PATIENT = "patient"
+    DPO = "dpo", "data protection officer"
+    ADMIN = "admin"
+
+
+class AccessProfile(models.Model):
+    """Who a user is for access control: a role and the FHIR resources it is linked to.
+
+    A clinician has an organization and a Practitioner; an integration (the owner of an
+    OAuth2 client) has an organization; a patient has a Patient.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="access_profile")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    organization_id = models.CharField(max_length=64, null=True, blank=True)
+    practitioner_id = models.CharField(max_length=64, null=True, blank=True)
+    patient_id = models.CharField(max_length=64, null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.role})"
 
 
 class ResourceVersion(models.Model):

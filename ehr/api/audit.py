@@ -14,8 +14,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from ehr.models import ReferenceIndex, Resource
-from ehr.searchparams import patient_compartment
+from ehr.models import Resource
 from ledger.audit import audit_append, audit_event_balp
 
 # (view kind, HTTP method) → FHIR restful-interaction code
@@ -68,16 +67,7 @@ def access_record(request: HttpRequest, kind: str, kwargs: dict) -> AccessRecord
 def record_written(record: AccessRecord, row: Resource) -> None:
     """After a write the stored version and its patient are known."""
     record.resource = f"{row.resource_type}/{row.logical_id}/_history/{row.version_id}"
-    record.patient_id = row.logical_id if row.resource_type == "Patient" else patient_of(row)
-
-
-def patient_of(row: Resource) -> str | None:
-    """The patient whose compartment holds this resource, from its reference index."""
-    codes = patient_compartment(row.resource_type)
-    if not codes:
-        return None
-    return (ReferenceIndex.objects.filter(resource_id=row.pk, param__in=codes, target_type="Patient")
-            .values_list("target_id", flat=True).first())
+    record.patient_id = row.patient_id
 
 
 def write_audit(request: HttpRequest, record: AccessRecord, response: HttpResponse) -> None:

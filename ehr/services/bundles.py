@@ -42,16 +42,27 @@ class Entry:
     resource: Resource | None = field(default=None, repr=False)
 
 
-def bundle_process(*, text: str, handle_get: GetHandler, return_resources: bool = False) -> tuple[int, str]:
+@dataclass
+class Context:
+    """What every entry of one Bundle shares: the GET handler, the answer shape, the writer."""
+
+    handle_get: GetHandler
+    return_resources: bool
+    organization_id: str | None
+
+
+def bundle_process(*, text: str, handle_get: GetHandler, return_resources: bool = False,
+                   organization_id: str | None = None) -> tuple[int, str]:
     """Run a batch or transaction Bundle; returns (HTTP status, response Bundle or outcome text)."""
     bundle_type, entries = _parse_bundle(text)
+    context = Context(handle_get, return_resources, organization_id)
     if bundle_type == "transaction":
         with transaction.atomic():
-            _run_transaction(entries, handle_get, return_resources)
+            _run_transaction(entries, context)
         kind = "transaction-response"
     else:
         for entry in entries:
-            _run_batch_entry(entry, handle_get, return_resources)
+            _run_batch_entry(entry, context)
         kind = "batch-response"
     body = (f'{{"resourceType":"Bundle","type":"{kind}","entry":['
             + ",".join(entry.response for entry in entries) + "]}")
@@ -87,19 +98,19 @@ def _parse_entry(index: int, raw: str) -> Entry:
                  request.get("ifNoneExist"), request.get("ifMatch"))
 
 
-def _run_transaction(entries: list[Entry], handle_get: GetHandler, return_resources: bool) -> None:
+def _run_transaction(entries: list[Entry], context: Context) -> None:
     identities = _assign_identities(entries)
     for entry in entries:
         if entry.resource_text is not None:
             entry.resource_text = _rewrite_references(entry, identities)
     ordered = sorted(entries, key=lambda e: (PROCESSING_ORDER[e.method], e.index))
     creates = [e for e in ordered if e.method == "POST" and e.response == ""]
-    _bulk_create(creates, return_resources)
+    _bulk_create(creates, context)
     for entry in ordered:
         if entry.response:
             continue
         try:
-            status = _run_entry(entry, handle_get, return_resources)
+            status = _run_entry(entry, context)
         except FhirError as error:
             raise FhirError(error.status, error.code,
                             f"entry[{entry.index}] {entry.method} {entry.url}: {error.diagnostics}",
@@ -142,7 +153,7 @@ def _rewrite_references(entry: Entry, identities: dict[str, str]) -> str:
     return REFERENCE.sub(replace, entry.resource_text)
 
 
-def _bulk_create(entries: list[Entry], return_resources: bool) -> None:
+def _bulk_create(entries: list[Entry], context: Context) -> None:
     pendings = []
     for entry in entries:
         resource_type, _ = _split_url(entry.url)
@@ -152,31 +163,34 @@ def _bulk_create(entries: list[Entry], return_resources: bool) -> None:
         except FhirError as error:
             raise FhirError(error.status, error.code, f"entry[{entry.index}]: {error.diagnostics}",
                             issues=error.issues) from None
-        pendings.append(Pending(resource_type, entry.assigned_id, entry.resource_text, parsed, "POST"))
+        pendings.append(Pending(resource_type, entry.assigned_id, entry.resource_text, parsed, "POST",
+                                context.organization_id))
     for entry, row in zip(entries, insert_new(pendings)):
         entry.resource = row
-        entry.response = _response(row, "201 Created", return_resources)
+        entry.response = _response(row, "201 Created", context.return_resources)
 
 
-def _run_batch_entry(entry: Entry, handle_get: GetHandler, return_resources: bool) -> None:
+def _run_batch_entry(entry: Entry, context: Context) -> None:
     try:
         with transaction.atomic():
             if entry.method == "POST":
                 resource_type, _ = _split_url(entry.url)
                 outcome = single.resource_create(resource_type=resource_type, text=entry.resource_text or "",
-                                                 if_none_exist=entry.if_none_exist)
+                                                 if_none_exist=entry.if_none_exist,
+                                                 organization_id=context.organization_id)
                 entry.response = _response(outcome.resource, "201 Created" if outcome.created else "200 OK",
-                                           return_resources)
+                                           context.return_resources)
             else:
-                _run_entry(entry, handle_get, return_resources)
+                _run_entry(entry, context)
     except FhirError as error:
         entry.response = _error_response(error)
 
 
-def _run_entry(entry: Entry, handle_get: GetHandler, return_resources: bool) -> int:
+def _run_entry(entry: Entry, context: Context) -> int:
     """Run one non-create entry; returns its HTTP status."""
+    return_resources = context.return_resources
     if entry.method in ("GET", "HEAD"):
-        status, body = handle_get(entry.url)
+        status, body = context.handle_get(entry.url)
         entry.response = f'{{"response":{{"status":"{status}"}}' + (f',"resource":{body}' if body else "") + "}"
         return status
     resource_type, logical_id = _split_url(entry.url)
@@ -186,11 +200,13 @@ def _run_entry(entry: Entry, handle_get: GetHandler, return_resources: bool) -> 
         entry.response = '{"response":{"status":"204 No Content"}}'
     elif entry.method == "PUT" and query:
         outcome = single.resource_conditional_update(resource_type=resource_type, query=query,
-                                                     text=entry.resource_text or "")
+                                                     text=entry.resource_text or "",
+                                                     organization_id=context.organization_id)
         entry.response = _response(outcome.resource, _status_line(outcome.status), return_resources)
     elif entry.method == "PUT":
         outcome = single.resource_update(resource_type=resource_type, logical_id=_required_id(logical_id, entry),
-                                         text=entry.resource_text or "", if_match=entry.if_match)
+                                         text=entry.resource_text or "", if_match=entry.if_match,
+                                         organization_id=context.organization_id)
         entry.response = _response(outcome.resource, _status_line(outcome.status), return_resources)
     else:
         raise FhirError(405, "not-supported", "PATCH in a Bundle is not supported; PATCH the resource itself")

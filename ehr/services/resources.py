@@ -33,7 +33,8 @@ class WriteOutcome:
         return 201 if self.created else 200
 
 
-def resource_create(*, resource_type: str, text: str, if_none_exist: str | None = None) -> WriteOutcome:
+def resource_create(*, resource_type: str, text: str, if_none_exist: str | None = None,
+                    organization_id: str | None = None) -> WriteOutcome:
     """Create with a server-assigned id (any id in the body is replaced, as the spec says)."""
     require_resource_type(resource_type)
     parsed = parse_resource(text, expected_type=resource_type)
@@ -42,19 +43,19 @@ def resource_create(*, resource_type: str, text: str, if_none_exist: str | None 
             existing = _conditional_matches(resource_type, _criteria(if_none_exist))
             if existing:
                 return WriteOutcome(existing[0], created=False)
-        pending = Pending(resource_type, new_id(), text, parsed, "POST")
+        pending = Pending(resource_type, new_id(), text, parsed, "POST", organization_id)
         return WriteOutcome(insert_new([pending])[0], created=True)
 
 
-def resource_update(*, resource_type: str, logical_id: str, text: str,
-                    if_match: str | None = None) -> WriteOutcome:
+def resource_update(*, resource_type: str, logical_id: str, text: str, if_match: str | None = None,
+                    organization_id: str | None = None) -> WriteOutcome:
     """Update, or create with the client's id when none exists (update-as-create)."""
     require_resource_type(resource_type)
     check_id(logical_id)
     parsed = parse_resource(text, expected_type=resource_type)
     if parsed.get("id") != logical_id:
         raise FhirError(400, "invalid", f"The resource id must be present and equal '{logical_id}'")
-    pending = Pending(resource_type, logical_id, text, parsed, "PUT")
+    pending = Pending(resource_type, logical_id, text, parsed, "PUT", organization_id)
     with transaction.atomic():
         row = _locked(resource_type, logical_id)
         if row is None:
@@ -68,7 +69,8 @@ def resource_update(*, resource_type: str, logical_id: str, text: str,
         return WriteOutcome(replace_current(row, pending), created=False)
 
 
-def resource_conditional_update(*, resource_type: str, query: str, text: str) -> WriteOutcome:
+def resource_conditional_update(*, resource_type: str, query: str, text: str,
+                                organization_id: str | None = None) -> WriteOutcome:
     """PUT Type?criteria: create on no match, update the one match, 412 on several."""
     require_resource_type(resource_type)
     parsed = parse_resource(text, expected_type=resource_type)
@@ -77,7 +79,7 @@ def resource_conditional_update(*, resource_type: str, query: str, text: str) ->
         if not matches:
             logical_id = parsed.get("id") or new_id()
             check_id(logical_id)
-            pending = Pending(resource_type, logical_id, text, parsed, "PUT")
+            pending = Pending(resource_type, logical_id, text, parsed, "PUT", organization_id)
             return WriteOutcome(insert_new([pending])[0], created=True)
         row = _locked(resource_type, matches[0].logical_id)
         if parsed.get("id") not in (None, row.logical_id):

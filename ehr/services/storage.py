@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from ehr import fhirjson
 from ehr.indexing import IndexValues, extract_index_values
+from ehr.searchparams import patient_compartment
 from ehr.models import INDEX_MODELS, Resource, ResourceVersion
 
 # Which list of ``IndexValues`` feeds the index table of each parameter type.
@@ -30,6 +31,7 @@ class Pending:
     text: str
     parsed: dict
     method: str = "POST"
+    organization_id: str | None = None  # the writer's organization, owner of a new resource
 
 
 def new_id() -> str:
@@ -60,14 +62,15 @@ def stamp(pending: Pending, *, version_id: int, last_updated: datetime) -> str:
 def insert_new(pendings: list[Pending], now: datetime | None = None) -> list[Resource]:
     """Create version 1 of each resource, with history and indexes, in bulk."""
     now = now or timezone.now()
-    rows = [
-        Resource(resource_type=p.resource_type, logical_id=p.logical_id, version_id=1,
-                 last_updated=now, text=stamp(p, version_id=1, last_updated=now))
-        for p in pendings
-    ]
+    rows, values = [], []
+    for pending in pendings:
+        row = Resource(resource_type=pending.resource_type, logical_id=pending.logical_id, version_id=1,
+                       last_updated=now, text=stamp(pending, version_id=1, last_updated=now))
+        values.append(_owned(row, pending))
+        rows.append(row)
     Resource.objects.bulk_create(rows)
     _store_versions(rows, [p.method for p in pendings])
-    write_indexes(rows, [p.parsed for p in pendings])
+    write_indexes(rows, values)
     return rows
 
 
@@ -78,11 +81,40 @@ def replace_current(row: Resource, pending: Pending, now: datetime | None = None
     row.last_updated = now
     row.deleted = False
     row.text = stamp(pending, version_id=row.version_id, last_updated=now)
-    row.save(update_fields=["version_id", "last_updated", "deleted", "text"])
+    values = _owned(row, pending)
+    row.save(update_fields=["version_id", "last_updated", "deleted", "text", "organization_id", "patient_id"])
     _store_versions([row], [pending.method])
     clear_indexes([row.pk])
-    write_indexes([row], [pending.parsed])
+    write_indexes([row], [values])
     return row
+
+
+def _owned(row: Resource, pending: Pending) -> IndexValues:
+    """Index values of the stamped resource; they also say which patient it belongs to.
+
+    A Patient belongs to its managingOrganization when it names one; any other resource
+    keeps the organization that first wrote it.
+    """
+    values = extract_index_values(pending.parsed)
+    if row.resource_type == "Patient":
+        row.patient_id = row.logical_id
+        managing = (pending.parsed.get("managingOrganization") or {}).get("reference", "")
+        if managing.startswith("Organization/"):
+            row.organization_id = managing.removeprefix("Organization/")
+    else:
+        row.patient_id = compartment_patient(row.resource_type, values)
+    if row.organization_id is None:
+        row.organization_id = pending.organization_id
+    return values
+
+
+def compartment_patient(resource_type: str, values: IndexValues) -> str | None:
+    """The Patient whose compartment holds a resource (official R4 compartment definition)."""
+    codes = patient_compartment(resource_type)
+    for reference in values.references:
+        if reference.param in codes and reference.target_type == "Patient" and reference.target_id:
+            return reference.target_id
+    return None
 
 
 def mark_deleted(row: Resource, now: datetime | None = None) -> Resource:
@@ -96,10 +128,9 @@ def mark_deleted(row: Resource, now: datetime | None = None) -> Resource:
     return row
 
 
-def write_indexes(rows: list[Resource], parsed: list[dict]) -> None:
+def write_indexes(rows: list[Resource], values_of_rows: list[IndexValues]) -> None:
     batches: dict[type, list] = {model: [] for model in INDEX_MODELS.values()}
-    for row, resource in zip(rows, parsed):
-        values = extract_index_values(resource)
+    for row, values in zip(rows, values_of_rows):
         for kind, model in INDEX_MODELS.items():
             batches[model].extend(_index_row(model, row, value) for value in getattr(values, VALUE_LISTS[kind]))
     for model, batch in batches.items():
