@@ -58,12 +58,19 @@ def synthea_bundles(patients: int, seed: int) -> list[Path]:
 
 
 def api_token() -> str:
-    """A DRF token for a benchmark user (created on first use)."""
+    """An OAuth2 client-credentials token (``system/*.cruds``) of a benchmark integration."""
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+    from oauth2_provider.models import Application
+
+    from ehr.access.services import client_ensure, token_ensure
+    from ehr.models import AccessProfile, Role
 
     user, _ = get_user_model().objects.get_or_create(username="bench")
-    return Token.objects.get_or_create(user=user)[0].key
+    AccessProfile.objects.get_or_create(user=user, defaults={"role": Role.INTEGRATION,
+                                                              "organization_id": "bench-hospital"})
+    client = client_ensure(name="bench-client", owner=user, client_type=Application.CLIENT_CONFIDENTIAL,
+                           grant_type=Application.GRANT_CLIENT_CREDENTIALS, scopes="system/*.cruds")
+    return token_ensure(user=None, application=client, scope="system/*.cruds").token
 
 
 def free_port() -> int:

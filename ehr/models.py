@@ -177,3 +177,17 @@ INDEX_MODELS: dict[str, type[SearchIndex]] = {
     "number": NumberIndex,
     "uri": UriIndex,
 }
+
+
+class ClientScopes(models.Model):
+    """The SMART scopes an OAuth2 client may be granted; ``ehr.access.oauth`` enforces them.
+
+    A client without a row may be granted nothing.
+    """
+
+    application = models.OneToOneField("oauth2_provider.Application", on_delete=models.CASCADE,
+                                       related_name="client_scopes")
+    scopes = models.TextField(help_text="Space-separated SMART scopes, e.g. 'system/*.cruds'")
+
+    def __str__(self) -> str:
+        return f"{self.application} ({self.scopes})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from ehr.fhir import FhirError, require_resource_type
 from ehr.models import Resource, ResourceVersion
@@ -48,9 +48,14 @@ class HistoryPage:
 
 def history(*, resource_type: str | None = None, logical_id: str | None = None,
             since: datetime | None = None, offset: int = 0,
-            count: int = HISTORY_DEFAULT_COUNT) -> HistoryPage:
-    """Versions newest first; the instance level also answers 404 for an unknown resource."""
+            count: int = HISTORY_DEFAULT_COUNT, visible: Q | None = None) -> HistoryPage:
+    """Versions newest first; the instance level also answers 404 for an unknown resource.
+
+    ``visible`` (a Q on Resource) hides the versions of resources the caller may not see.
+    """
     versions: QuerySet = ResourceVersion.objects.all()
+    if visible is not None:
+        versions = versions.filter(resource__in=Resource.objects.filter(visible).values("pk"))
     if resource_type:
         require_resource_type(resource_type)
         versions = versions.filter(resource_type=resource_type)
@@ -65,10 +70,13 @@ def history(*, resource_type: str | None = None, logical_id: str | None = None,
     return HistoryPage(versions=page, total=versions.count(), offset=offset, count=count)
 
 
-def patient_everything(*, logical_id: str, offset: int = 0,
-                       count: int = HISTORY_DEFAULT_COUNT) -> tuple[list[Resource], int]:
-    """The Patient and every current resource in its compartment (official R4 definition)."""
-    from django.db.models import Exists, OuterRef, Q
+def patient_everything(*, logical_id: str, offset: int = 0, count: int = HISTORY_DEFAULT_COUNT,
+                       visible: Q | None = None) -> tuple[list[Resource], int]:
+    """The Patient and every current resource in its compartment (official R4 definition).
+
+    ``visible`` (the caller's access filter) applies to the page and the total.
+    """
+    from django.db.models import Exists, OuterRef
 
     from ehr.models import ReferenceIndex
     from ehr.searchparams import patient_compartment, resource_types
@@ -83,6 +91,8 @@ def patient_everything(*, logical_id: str, offset: int = 0,
         links, resource_id=OuterRef("pk"), target_type="Patient", target_id=logical_id
     )
     members = Resource.objects.filter(Q(pk=patient.pk) | Q(Exists(linked)), deleted=False)
+    if visible is not None:
+        members = members.filter(visible)
     count = max(0, min(count, HISTORY_MAX_COUNT))
     page = list(members.order_by("resource_type", "id")[offset:offset + count])
     return page, members.count()

@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "oauth2_provider",
     "ehr",
     "imaging",
     "ledger",
@@ -166,3 +167,19 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 # --- end of audit anchoring -------------------------------------------------------------------
+
+# --- OAuth2 / SMART on FHIR (ehr.access.oauth) ---------------------------------------------
+# Authorization code requires PKCE (S256 only); client credentials get the client's allowed
+# scopes (ehr.models.ClientScopes) by default and never more.
+OAUTH2_PROVIDER = {
+    "PKCE_REQUIRED": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("OAUTH2_ACCESS_TOKEN_SECONDS", default=3600),
+    "REFRESH_TOKEN_EXPIRE_SECONDS": env.int("OAUTH2_REFRESH_TOKEN_SECONDS", default=30 * 24 * 3600),
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
+    "SCOPES_BACKEND_CLASS": "ehr.access.oauth.SmartScopes",
+    "OAUTH2_VALIDATOR_CLASS": "ehr.access.oauth.SmartOAuth2Validator",
+}
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"  # ehr.ClientScopes points at it
+LOGIN_URL = "/accounts/login/"
+# --- end of OAuth2 / SMART -------------------------------------------------------------------

@@ -35,6 +35,8 @@ INTERACTIONS = {
     ("vread", "GET"): "vread",
     ("history", "GET"): "history",
     ("everything", "GET"): "operation",
+    ("auditevent-search", "GET"): "search-type",
+    ("auditevent", "GET"): "read",
 }
 PATIENT_SEARCH_PARAMS = ("patient", "subject", "_id")
 
@@ -47,6 +49,8 @@ class AccessRecord:
     resource: str | None = None
     patient_id: str | None = None
     query: str | None = None
+    purpose_of_use: str = "TREAT"
+    break_glass_reason: str | None = None  # set when a clinician declared an emergency
 
 
 def access_record(request: HttpRequest, kind: str, kwargs: dict) -> AccessRecord:
@@ -80,6 +84,8 @@ def write_audit(request: HttpRequest, record: AccessRecord, response: HttpRespon
         interaction=record.interaction, agent=agent, outcome=outcome, recorded=now,
         observer=settings.NODE_NAME, resource=record.resource, patient=record.patient_id,
         query=record.query, outcome_description=None if status < 400 else f"HTTP {status}",
+        purpose_of_use=record.purpose_of_use, break_glass=record.break_glass_reason is not None,
+        break_glass_reason=record.break_glass_reason,
     )
     audit_append(event=event, patient_id=record.patient_id, agent=agent, outcome=outcome, recorded=now)
 

@@ -6,6 +6,7 @@ from functools import cache
 
 from django.conf import settings
 
+from ehr.access.smart import capability_security
 from ehr.searchparams import resource_types, supported_search_params
 
 DEFAULT_FHIR_VERSION = "4.0.1"
@@ -29,6 +30,7 @@ def capability_statement(base_url: str, *, fhir_version: str | None = None) -> d
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
+            "security": capability_security(base_url.removesuffix("/fhir")),
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"},
                             {"code": "search-system"}],
             "searchParam": _search_params("Resource", COMMON_PARAMS),

@@ -13,10 +13,10 @@ import re
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
-from rest_framework.authentication import TokenAuthentication
-from rest_framework.exceptions import AuthenticationFailed
 
 from ehr import fhirjson
+from ehr.access.oauth import access_token_lookup
+from ehr.access.scopes import parse_scopes
 from ehr.fhir import FhirError, issue, operation_outcome
 from ehr.models import Resource, ResourceVersion
 
@@ -101,21 +101,26 @@ def base_url(request: HttpRequest) -> str:
 
 
 def authenticate(request: HttpRequest) -> None:
-    """A bearer token (or an admin session) is required; OAuth2/SMART scopes come with access control."""
-    if request.user.is_authenticated:
-        return
-    try:
-        found = BearerTokenAuthentication().authenticate(request)
-    except AuthenticationFailed:
-        found = None
-    if found is None:
+    """An OAuth2 bearer token (SMART scopes) or an admin session (role rules only) is required.
+
+    Sets ``request.user``, ``request.smart_scopes`` (None for a session) and
+    ``request.oauth_client_id``; a client-credentials token acts as its application's owner.
+    """
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        if request.user.is_authenticated and request.user.is_staff:
+            request.smart_scopes, request.oauth_client_id = None, None
+            return
         raise FhirError(401, "login", "Authentication required (Authorization: Bearer <token>)",
                         headers={"WWW-Authenticate": 'Bearer realm="fhir"'})
-    request.user = found[0]
-
-
-class BearerTokenAuthentication(TokenAuthentication):
-    keyword = "Bearer"
+    token = access_token_lookup(value.strip())
+    user = token and (token.user or (token.application.user if token.application else None))
+    if token is None or user is None or not user.is_active:
+        raise FhirError(401, "login", "The access token is invalid, expired or revoked",
+                        headers={"WWW-Authenticate": 'Bearer realm="fhir", error="invalid_token"'})
+    request.user = user
+    request.smart_scopes = parse_scopes(token.scope)
+    request.oauth_client_id = token.application.client_id if token.application else None
 
 
 def fhir_endpoint(kind: str):

@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from . import views
+from . import auditevents, views
 
 TYPE = r"(?P<resource_type>[A-Z][A-Za-z]{1,63})"
 ID = r"(?P<logical_id>[A-Za-z0-9\-.]{1,64})"
@@ -13,6 +13,8 @@ urlpatterns = [
     path("_search", views.system_search),
     path("_history", views.history),
     re_path(rf"^Patient/{ID}/\$everything$", views.everything, name="fhir-everything"),
+    re_path(r"^(?P<resource_type>AuditEvent)/?$", auditevents.search, name="fhir-auditevent"),
+    re_path(rf"^(?P<resource_type>AuditEvent)/{ID}$", auditevents.read),
     re_path(rf"^{TYPE}/?$", views.type_root, name="fhir-type"),
     re_path(rf"^{TYPE}/_search$", views.type_search),
     re_path(rf"^{TYPE}/_history$", views.history),

@@ -10,7 +10,9 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
 from ehr import selectors, services
+from ehr.access import policy
 from ehr.fhir import FhirError
+from ehr.models import Resource
 from ehr.search import SearchError, parse_search, run_search, searchset_bundle
 
 from . import bundles
@@ -41,9 +43,11 @@ def system(request: HttpRequest) -> HttpResponse:
     """The base URL: POST a batch/transaction Bundle, GET a search over all types."""
     _allow(request, "GET", "POST")
     if request.method == "POST":
+        ctx = _context(request)
         wants_resources = prefer(request, "return") == "representation"
         status, body = services.bundle_process(
-            text=_body(request), handle_get=_get_handler(request), return_resources=wants_resources
+            text=_body(request), handle_get=_get_handler(request), return_resources=wants_resources,
+            organization_id=ctx.organization_id, authorize=_entry_authorizer(ctx),
         )
         if body.startswith('{"resourceType":"Bundle","type":"batch-response"'):
             request.access.interaction = "batch"
@@ -62,10 +66,16 @@ def system_search(request: HttpRequest) -> HttpResponse:
 @fhir_endpoint("history")
 def history(request: HttpRequest, resource_type: str | None = None, logical_id: str | None = None):
     _allow(request, "GET")
+    ctx = _context(request)
+    if resource_type:
+        policy.authorize(ctx, "history", resource_type, logical_id)
+    else:
+        policy.check_role(ctx, "history")
     params = _query_params(request)
     offset, count = _paging(request, default=selectors.HISTORY_DEFAULT_COUNT)
     page = selectors.history(resource_type=resource_type, logical_id=logical_id,
-                             since=_since(request), offset=offset, count=count)
+                             since=_since(request), offset=offset, count=count,
+                             visible=policy.visible(ctx, "history"))
     base = base_url(request)
     self_url = base + "/" + "/".join(p for p in (resource_type, logical_id, "_history") if p)
     links = bundles.paging_links(self_url, params, offset=offset, count=page.count, total=page.total)
@@ -78,13 +88,22 @@ def type_root(request: HttpRequest, resource_type: str) -> HttpResponse:
     """GET searches, POST creates (If-None-Exist: conditional), PUT with criteria updates."""
     _allow(request, "GET", "POST", "PUT")
     if request.method == "POST":
+        ctx = _context(request)
+        policy.authorize(ctx, "create", resource_type)
         outcome = services.resource_create(resource_type=resource_type, text=_body(request),
-                                           if_none_exist=request.headers.get("If-None-Exist"))
+                                           if_none_exist=request.headers.get("If-None-Exist"),
+                                           organization_id=ctx.organization_id)
+        policy.check_row(ctx, outcome.resource)
         return written_response(request, outcome.resource, outcome.status, base_url(request))
     if request.method == "PUT":
+        ctx = _context(request)
+        query = request.META.get("QUERY_STRING", "")
+        policy.authorize(ctx, "update", resource_type)
+        _check_criteria_targets(ctx, resource_type, query)
         outcome = services.resource_conditional_update(
-            resource_type=resource_type, query=request.META.get("QUERY_STRING", ""), text=_body(request)
+            resource_type=resource_type, query=query, text=_body(request), organization_id=ctx.organization_id
         )
+        policy.check_row(ctx, outcome.resource)
         return written_response(request, outcome.resource, outcome.status, base_url(request))
     return _search(request, resource_type, _query_params(request))
 
@@ -101,15 +120,21 @@ def type_search(request: HttpRequest, resource_type: str) -> HttpResponse:
 def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpResponse:
     _allow(request, "GET", "HEAD", "PUT", "PATCH", "DELETE")
     base = base_url(request)
+    ctx = _context(request)
+    interaction = {"PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(request.method, "read")
+    policy.authorize(ctx, interaction, resource_type, logical_id)
     if request.method == "PUT":
         outcome = services.resource_update(resource_type=resource_type, logical_id=logical_id,
-                                           text=_body(request), if_match=request.headers.get("If-Match"))
+                                           text=_body(request), if_match=request.headers.get("If-Match"),
+                                           organization_id=ctx.organization_id)
+        policy.check_row(ctx, outcome.resource)
         return written_response(request, outcome.resource, outcome.status, base)
     if request.method == "PATCH":
         if request.content_type != "application/json-patch+json":
             raise FhirError(415, "not-supported", "PATCH accepts application/json-patch+json")
         outcome = services.resource_patch(resource_type=resource_type, logical_id=logical_id,
                                           patch_text=_body(request), if_match=request.headers.get("If-Match"))
+        policy.check_row(ctx, outcome.resource)
         return written_response(request, outcome.resource, outcome.status, base)
     if request.method == "DELETE":
         services.resource_delete(resource_type=resource_type, logical_id=logical_id)
@@ -124,6 +149,7 @@ def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpR
 @fhir_endpoint("vread")
 def vread(request: HttpRequest, resource_type: str, logical_id: str, version_id: str) -> HttpResponse:
     _allow(request, "GET", "HEAD")
+    policy.authorize(_context(request), "vread", resource_type, logical_id)
     version = selectors.resource_vread(resource_type=resource_type, logical_id=logical_id,
                                        version_id=version_id)
     return fhir_response(version.text, headers=resource_headers(version, base_url(request)))
@@ -133,8 +159,11 @@ def vread(request: HttpRequest, resource_type: str, logical_id: str, version_id:
 @fhir_endpoint("everything")
 def everything(request: HttpRequest, logical_id: str) -> HttpResponse:
     _allow(request, "GET")
+    ctx = _context(request)
+    policy.authorize(ctx, "everything", "Patient", logical_id)
     offset, count = _paging(request, default=selectors.HISTORY_DEFAULT_COUNT)
-    resources, total = selectors.patient_everything(logical_id=logical_id, offset=offset, count=count)
+    resources, total = selectors.patient_everything(logical_id=logical_id, offset=offset, count=count,
+                                                    visible=policy.visible(ctx, "everything"))
     base = base_url(request)
     links = bundles.paging_links(f"{base}/Patient/{logical_id}/$everything", _query_params(request),
                                  offset=offset, count=count, total=total)
@@ -148,10 +177,15 @@ def unknown(request: HttpRequest, path: str = "") -> HttpResponse:
 
 
 def _search(request: HttpRequest, resource_type: str | None, params: list[tuple[str, str]]) -> HttpResponse:
+    ctx = _context(request)
+    if resource_type:
+        policy.check_type(ctx, resource_type, "search")
+    else:
+        policy.check_role(ctx, "search")
     strict = prefer(request, "handling") == "strict"
     try:
         query = parse_search(resource_type, params, strict=strict)
-        result = run_search(query)
+        result = run_search(query, visible=policy.visible(ctx, "search"))
     except SearchError as error:
         raise FhirError(400, error.code, error.message) from None
     body = searchset_bundle(result, base_url=base_url(request), resource_type=resource_type, query=query)
@@ -174,10 +208,50 @@ def _get_handler(request: HttpRequest):
                       "CONTENT_LENGTH": "0", "PATH_INFO": path}
         inner.GET = QueryDict(parts.query)
         inner.user = request.user
+        inner.smart_scopes = getattr(request, "smart_scopes", None)
         response = match.func(inner, *match.args, **match.kwargs)
         return response.status_code, response.content.decode()
 
     return handle
+
+
+def _context(request: HttpRequest) -> policy.AccessContext:
+    """The caller's access context; a declared emergency is written into the audit record."""
+    ctx = getattr(request, "access_context", None)
+    if ctx is None:
+        ctx = request.access_context = policy.AccessContext.from_request(request)
+        if ctx.break_glass:
+            request.access.purpose_of_use = "ETREAT"
+            request.access.break_glass_reason = ctx.break_glass_reason
+    return ctx
+
+
+def _check_criteria_targets(ctx: policy.AccessContext, resource_type: str, query: str) -> None:
+    """A conditional update may only replace a resource the caller may write."""
+    criteria = parse_qsl(query.lstrip("?"), keep_blank_values=True)
+    if not criteria:
+        return  # the service answers 400
+    try:
+        parsed = parse_search(resource_type, [*criteria, ("_count", "2")], strict=True)
+    except SearchError:
+        return  # the service answers 400
+    for row in run_search(parsed).matches:
+        policy.check_row(ctx, row)
+
+
+def _entry_authorizer(ctx: policy.AccessContext):
+    """Each write entry of a Bundle is authorized like the same request made alone."""
+
+    def authorize(interaction: str, resource_type: str, target: str | None, row: Resource | None) -> None:
+        if row is not None:
+            policy.check_row(ctx, row)
+        elif target and target.startswith("?"):
+            policy.authorize(ctx, interaction, resource_type)
+            _check_criteria_targets(ctx, resource_type, target)
+        else:
+            policy.authorize(ctx, interaction, resource_type, target)
+
+    return authorize
 
 
 def _allow(request: HttpRequest, *methods: str) -> None:

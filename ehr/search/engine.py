@@ -46,9 +46,15 @@ def matching(query: SearchQuery) -> QuerySet[Resource]:
     return resources
 
 
-def run_search(query: SearchQuery) -> SearchResult:
-    """The page of matches asked for, its included resources and the total."""
+def run_search(query: SearchQuery, *, visible: Q | None = None) -> SearchResult:
+    """The page of matches asked for, its included resources and the total.
+
+    ``visible`` (the caller's access filter) applies to matches, includes and counts
+    alike, so a hidden resource is neither returned nor counted nor paged over.
+    """
     resources = matching(query)
+    if visible is not None:
+        resources = resources.filter(visible)
     page: list[Resource] = []
     if query.count:
         window = _ordered(resources, query.sort)[query.offset:query.offset + query.count + 1]
@@ -57,7 +63,7 @@ def run_search(query: SearchQuery) -> SearchResult:
     page = page[:query.count]
     return SearchResult(
         matches=page,
-        included=_included(page, query.includes),
+        included=_included(page, query.includes, visible),
         total=_total(query, resources, page, has_next),
         warnings=list(query.warnings),
         offset=query.offset,
@@ -100,23 +106,26 @@ def _sort_value(key: SortKey):
     return Subquery(rows.values(column)[:1])
 
 
-def _included(page: list[Resource], includes: list[Include]) -> list[Resource]:
+def _included(page: list[Resource], includes: list[Include], visible: Q | None) -> list[Resource]:
     """Resources named by ``_include``/``_revinclude``; ``:iterate`` ones go one level further."""
     if not page or not includes:
         return []
     seen = {resource.pk for resource in page}
-    first = _include_level(page, includes, seen)
+    first = _include_level(page, includes, seen, visible)
     iterating = [include for include in includes if include.iterate]
-    second = _include_level(first, iterating, seen) if first and iterating else []
+    second = _include_level(first, iterating, seen, visible) if first and iterating else []
     return first + second
 
 
-def _include_level(sources: list[Resource], includes: list[Include], seen: set[int]) -> list[Resource]:
+def _include_level(sources: list[Resource], includes: list[Include], seen: set[int],
+                   visible: Q | None) -> list[Resource]:
     conditions = [_include_q(include, sources) for include in includes]
     conditions = [condition for condition in conditions if condition is not None]
     if not conditions:
         return []
     found = Resource.objects.filter(deleted=False).exclude(pk__in=seen)
+    if visible is not None:
+        found = found.filter(visible)
     found = list(found.filter(_either(conditions)).order_by("resource_type", "pk"))
     seen.update(resource.pk for resource in found)
     return found

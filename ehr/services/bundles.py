@@ -26,6 +26,9 @@ PROCESSING_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEA
 REFERENCE = re.compile(r'("reference"\s*:\s*")(urn:uuid:[0-9a-fA-F-]{36}|urn:oid:[0-9.]+)(")')
 
 GetHandler = Callable[[str], tuple[int, str]]
+# Called before each write entry (row None; target: the id, "?criteria" or None) and after it
+# with the written row; raises FhirError to refuse the entry.
+Authorize = Callable[[str, str, "str | None", "Resource | None"], None]
 
 
 @dataclass
@@ -49,13 +52,23 @@ class Context:
     handle_get: GetHandler
     return_resources: bool
     organization_id: str | None
+    authorize: Authorize | None = None
+
+    def check(self, interaction: str, resource_type: str, target: str | None = None,
+              row: Resource | None = None) -> None:
+        if self.authorize is not None:
+            self.authorize(interaction, resource_type, target, row)
 
 
 def bundle_process(*, text: str, handle_get: GetHandler, return_resources: bool = False,
-                   organization_id: str | None = None) -> tuple[int, str]:
-    """Run a batch or transaction Bundle; returns (HTTP status, response Bundle or outcome text)."""
+                   organization_id: str | None = None, authorize: Authorize | None = None) -> tuple[int, str]:
+    """Run a batch or transaction Bundle; returns (HTTP status, response Bundle or outcome text).
+
+    ``authorize`` (the caller's access policy) sees every write entry before and after it
+    runs; a refusal fails that entry (batch) or the whole Bundle (transaction).
+    """
     bundle_type, entries = _parse_bundle(text)
-    context = Context(handle_get, return_resources, organization_id)
+    context = Context(handle_get, return_resources, organization_id, authorize)
     if bundle_type == "transaction":
         with transaction.atomic():
             _run_transaction(entries, context)
@@ -99,7 +112,7 @@ def _parse_entry(index: int, raw: str) -> Entry:
 
 
 def _run_transaction(entries: list[Entry], context: Context) -> None:
-    identities = _assign_identities(entries)
+    identities = _assign_identities(entries, context)
     for entry in entries:
         if entry.resource_text is not None:
             entry.resource_text = _rewrite_references(entry, identities)
@@ -119,12 +132,13 @@ def _run_transaction(entries: list[Entry], context: Context) -> None:
             raise FhirError(status, "processing", f"entry[{entry.index}] {entry.method} {entry.url} failed")
 
 
-def _assign_identities(entries: list[Entry]) -> dict[str, str]:
+def _assign_identities(entries: list[Entry], context: Context) -> dict[str, str]:
     """fullUrl → 'Type/id' for every entry that creates or names a resource."""
     identities: dict[str, str] = {}
     for entry in entries:
         resource_type, logical_id = _split_url(entry.url)
         if entry.method == "POST":
+            context.check("create", resource_type)
             if entry.if_none_exist:
                 try:
                     matches = single._conditional_matches(resource_type, single._criteria(entry.if_none_exist))
@@ -132,6 +146,7 @@ def _assign_identities(entries: list[Entry]) -> dict[str, str]:
                     raise FhirError(error.status, error.code,
                                     f"entry[{entry.index}] ifNoneExist: {error.diagnostics}") from None
                 if matches:
+                    context.check("create", resource_type, matches[0].logical_id, matches[0])
                     entry.resource = matches[0]
                     entry.response = _response(matches[0], "200 OK", return_resources=False)
                     logical_id = matches[0].logical_id
@@ -166,6 +181,7 @@ def _bulk_create(entries: list[Entry], context: Context) -> None:
         pendings.append(Pending(resource_type, entry.assigned_id, entry.resource_text, parsed, "POST",
                                 context.organization_id))
     for entry, row in zip(entries, insert_new(pendings)):
+        context.check("create", row.resource_type, row.logical_id, row)
         entry.resource = row
         entry.response = _response(row, "201 Created", context.return_resources)
 
@@ -175,9 +191,11 @@ def _run_batch_entry(entry: Entry, context: Context) -> None:
         with transaction.atomic():
             if entry.method == "POST":
                 resource_type, _ = _split_url(entry.url)
+                context.check("create", resource_type)
                 outcome = single.resource_create(resource_type=resource_type, text=entry.resource_text or "",
                                                  if_none_exist=entry.if_none_exist,
                                                  organization_id=context.organization_id)
+                context.check("create", resource_type, outcome.resource.logical_id, outcome.resource)
                 entry.response = _response(outcome.resource, "201 Created" if outcome.created else "200 OK",
                                            context.return_resources)
             else:
@@ -196,17 +214,22 @@ def _run_entry(entry: Entry, context: Context) -> int:
     resource_type, logical_id = _split_url(entry.url)
     query = entry.url.partition("?")[2]
     if entry.method == "DELETE":
+        context.check("delete", resource_type, _required_id(logical_id, entry))
         single.resource_delete(resource_type=resource_type, logical_id=_required_id(logical_id, entry))
         entry.response = '{"response":{"status":"204 No Content"}}'
     elif entry.method == "PUT" and query:
+        context.check("update", resource_type, "?" + query)
         outcome = single.resource_conditional_update(resource_type=resource_type, query=query,
                                                      text=entry.resource_text or "",
                                                      organization_id=context.organization_id)
+        context.check("update", resource_type, outcome.resource.logical_id, outcome.resource)
         entry.response = _response(outcome.resource, _status_line(outcome.status), return_resources)
     elif entry.method == "PUT":
+        context.check("update", resource_type, _required_id(logical_id, entry))
         outcome = single.resource_update(resource_type=resource_type, logical_id=_required_id(logical_id, entry),
                                          text=entry.resource_text or "", if_match=entry.if_match,
                                          organization_id=context.organization_id)
+        context.check("update", resource_type, outcome.resource.logical_id, outcome.resource)
         entry.response = _response(outcome.resource, _status_line(outcome.status), return_resources)
     else:
         raise FhirError(405, "not-supported", "PATCH in a Bundle is not supported; PATCH the resource itself")
@@ -244,6 +267,6 @@ def _response(row: Resource, status: str, return_resources: bool) -> str:
 
 def _error_response(error: FhirError) -> str:
     outcome = operation_outcome(error.issues or [issue("error", error.code, error.diagnostics)])
-    reason = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+    reason = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
               410: "Gone", 412: "Precondition Failed", 422: "Unprocessable Entity"}.get(error.status, "Error")
     return fhirjson.dumps({"response": {"status": f"{error.status} {reason}", "outcome": outcome}})

@@ -6,7 +6,10 @@ import json
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
+from oauth2_provider.models import Application
+
+from ehr.access.services import client_ensure, token_ensure
+from ehr.models import AccessProfile, Role
 
 FHIR_JSON = "application/fhir+json"
 
@@ -43,10 +46,19 @@ def _text(body) -> str:
     return body if isinstance(body, str) else json.dumps(body)
 
 
+def integration_token(username: str, organization_id: str = "test-hospital") -> str:
+    """A client-credentials style OAuth2 token (``system/*.cruds``) of an integration user."""
+    user = get_user_model().objects.create_user(username, password=None)
+    AccessProfile.objects.create(user=user, role=Role.INTEGRATION, organization_id=organization_id)
+    client = client_ensure(name=f"{username}-client", owner=user,
+                           client_type=Application.CLIENT_CONFIDENTIAL,
+                           grant_type=Application.GRANT_CLIENT_CREDENTIALS, scopes="system/*.cruds")
+    return token_ensure(user=None, application=client, scope="system/*.cruds").token
+
+
 @pytest.fixture
 def api_token(db) -> str:
-    user = get_user_model().objects.create_user("integration", password=None)
-    return Token.objects.create(user=user).key
+    return integration_token("integration")
 
 
 @pytest.fixture

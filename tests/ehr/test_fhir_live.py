@@ -7,19 +7,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 
 from ehr.models import Resource
-from tests.ehr.conftest import observation, patient
+from tests.ehr.conftest import integration_token, observation, patient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def token(transactional_db) -> str:
-    user = get_user_model().objects.create_user("live-integration")
-    return Token.objects.create(user=user).key
+    return integration_token("live-integration")
 
 
 @pytest.fixture

@@ -18,13 +18,11 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.test import Client
-from rest_framework.authtoken.models import Token
 
 from ehr.models import Resource
-from tests.ehr.conftest import FhirClient
+from tests.ehr.conftest import FhirClient, integration_token
 
 pytestmark = pytest.mark.django_db
 
@@ -70,8 +68,7 @@ def loaded(django_db_setup, django_db_blocker, synthea_bundles) -> Iterator[Load
         outer = transaction.atomic()
         outer.__enter__()
         try:
-            user = get_user_model().objects.create_user("synthea", password=None)
-            fhir = FhirClient(Client(), Token.objects.create(user=user).key)
+            fhir = FhirClient(Client(), integration_token("synthea"))
             responses = [fhir.post("/fhir", bundle) for bundle in synthea_bundles]
             ids = [_server_ids(response) for response in responses]
             yield Loaded(fhir, synthea_bundles, responses, ids)

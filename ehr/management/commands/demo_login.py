@@ -1,7 +1,8 @@
 """``manage.py demo_login``: make sure a demo administrator exists and print how to log in.
 
 The password is random, made on the first start and kept (mode 0600) in the state
-folder, so every start prints the same login and nothing secret is committed.
+folder, so every start prints the same login and nothing secret is committed. The FHIR
+token is an OAuth2 access token (``user/*.cruds``), reused while it stays valid.
 """
 
 import json
@@ -10,9 +11,12 @@ import secrets
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
-from rest_framework.authtoken.models import Token
+from oauth2_provider.models import Application
+
+from ehr.access.services import APP_CLIENT, APP_REDIRECT_URI, APP_SCOPES, client_ensure, token_ensure
 
 DEMO_USERNAME = "demo"
+DEMO_SCOPES = "user/*.cruds"
 
 
 class Command(BaseCommand):
@@ -33,5 +37,8 @@ class Command(BaseCommand):
         if created or not user.check_password(password):
             user.set_password(password)
             user.save()
-        token, _ = Token.objects.get_or_create(user=user)
-        self.stdout.write(f"demo login: {DEMO_USERNAME} / {password}  (FHIR: Authorization: Bearer {token.key})")
+        app = client_ensure(name=APP_CLIENT, owner=user, client_type=Application.CLIENT_PUBLIC,
+                            grant_type=Application.GRANT_AUTHORIZATION_CODE, scopes=APP_SCOPES,
+                            redirect_uris=APP_REDIRECT_URI)
+        token = token_ensure(user=user, application=app, scope=DEMO_SCOPES)
+        self.stdout.write(f"demo login: {DEMO_USERNAME} / {password}  (FHIR: Authorization: Bearer {token.token})")

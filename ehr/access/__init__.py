@@ -1,0 +1,1 @@
+"""Who may do what: OAuth2/SMART identity (``scopes``, ``oauth``) and authorization rules."""

@@ -1,0 +1,175 @@
+"""Who may do what to which FHIR resource: role rules ANDed with SMART scopes.
+
+Rules (docs/access-control.md): a clinician or an integration reads and writes the
+records of the patients under care in its organization and the organization's records
+that belong to no patient; a patient reads their own compartment; researchers, data
+protection officers and administrators have no chart access (the DPO reads the audit
+log). Every interaction also needs the SMART scope letter of its action. A clinician
+may override the role rules by declaring an emergency (``Carrack-Break-Glass: reason``);
+the access is then allowed and its audit entry flagged.
+
+Single resources are checked with ``check_type`` then ``check_row``; searches, history
+and ``$everything`` filter with the ``visible`` Q so that a hidden resource is never
+returned nor counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+
+from ehr.fhir import FhirError
+from ehr.models import AccessProfile, Resource, ResourceVersion, Role
+
+BREAK_GLASS_HEADER = "Carrack-Break-Glass"
+# FHIR interaction → SMART v2 scope letter.
+ACTIONS = {
+    "read": "r", "vread": "r", "history": "r", "everything": "r",
+    "search": "s",
+    "create": "c",
+    "update": "u", "patch": "u",
+    "delete": "d",
+}
+WRITES = ("create", "update", "patch", "delete")
+CHART_ROLES = (Role.CLINICIAN, Role.INTEGRATION)
+NOTHING = Q(pk__in=[])
+
+
+class ScopeSet(Protocol):
+    def allows(self, resource_type: str, action: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class AccessContext:
+    """The caller as the rules see it; built once per request."""
+
+    user: Any
+    role: str | None
+    organization_id: str | None = None
+    practitioner_id: str | None = None
+    patient_id: str | None = None
+    scopes: ScopeSet | None = None
+    break_glass_reason: str | None = None
+
+    @property
+    def break_glass(self) -> bool:
+        return self.break_glass_reason is not None
+
+    @classmethod
+    def from_request(cls, request: HttpRequest) -> AccessContext:
+        """Role and links from the user's AccessProfile; scopes from the OAuth2 token.
+
+        A staff user without a profile is an administrator; any other user without one
+        has no role and no access.
+        """
+        user = request.user
+        profile = AccessProfile.objects.filter(user_id=user.pk).first() if user.is_authenticated else None
+        role = profile.role if profile else (Role.ADMIN if user.is_authenticated and user.is_staff else None)
+        context = cls(
+            user=user, role=role,
+            organization_id=profile.organization_id if profile else None,
+            practitioner_id=profile.practitioner_id if profile else None,
+            patient_id=profile.patient_id if profile else None,
+            scopes=getattr(request, "smart_scopes", None),
+            break_glass_reason=_break_glass_reason(request, role),
+        )
+        return context
+
+
+def _break_glass_reason(request: HttpRequest, role: str | None) -> str | None:
+    raw = request.headers.get(BREAK_GLASS_HEADER)
+    if raw is None:
+        return None
+    if role != Role.CLINICIAN:
+        raise FhirError(403, "forbidden", "Only clinicians may break the glass")
+    reason = raw.strip()
+    if not reason:
+        raise FhirError(400, "required", f"{BREAK_GLASS_HEADER} needs a reason")
+    return reason[:500]
+
+
+# --- checks ---------------------------------------------------------------------------------
+
+def scope_allows(ctx: AccessContext, resource_type: str, interaction: str) -> bool:
+    return ctx.scopes is None or ctx.scopes.allows(resource_type, ACTIONS[interaction])
+
+
+def check_type(ctx: AccessContext, resource_type: str, interaction: str) -> None:
+    """Refuse what no resource of this type could allow: the scope letter, the role."""
+    if not scope_allows(ctx, resource_type, interaction):
+        raise FhirError(403, "forbidden",
+                        f"The token's scopes do not allow {interaction} on {resource_type}")
+    check_role(ctx, interaction, resource_type)
+
+
+def check_role(ctx: AccessContext, interaction: str, resource_type: str = "") -> None:
+    """Refuse roles that may never do this (system-level searches and history use it alone)."""
+    if ctx.role == Role.PATIENT and interaction not in WRITES and ctx.patient_id:
+        return
+    if ctx.role in CHART_ROLES and ctx.organization_id:
+        return
+    if ctx.role == Role.CLINICIAN and ctx.break_glass:
+        return
+    raise FhirError(403, "forbidden", f"This account may not {interaction} {resource_type or 'any'} resources")
+
+
+def check_row(ctx: AccessContext, row: Resource | ResourceVersion) -> None:
+    """Refuse a resource (or a version, by its resource) outside the caller's rules."""
+    pk = row.resource_id if isinstance(row, ResourceVersion) else row.pk
+    if ctx.break_glass or Resource.objects.filter(owned(ctx), pk=pk).exists():
+        return
+    raise FhirError(403, "forbidden", f"{row.resource_type}/{row.logical_id} is outside this account's access")
+
+
+def check_existing(ctx: AccessContext, resource_type: str, logical_id: str) -> None:
+    """``check_row`` on the stored resource if there is one (deleted ones included)."""
+    row = Resource.objects.filter(resource_type=resource_type, logical_id=logical_id).first()
+    if row is not None:
+        check_row(ctx, row)
+
+
+def authorize(ctx: AccessContext, interaction: str, resource_type: str, logical_id: str | None = None) -> None:
+    """Type-level check, then the stored resource's (for an instance interaction)."""
+    check_type(ctx, resource_type, interaction)
+    if logical_id is not None:
+        check_existing(ctx, resource_type, logical_id)
+
+
+# --- filters --------------------------------------------------------------------------------
+
+def owned(ctx: AccessContext) -> Q:
+    """Resources the role rules allow, scopes aside (deleted ones included)."""
+    if ctx.role in CHART_ROLES and ctx.organization_id:
+        return _organization_records(ctx.organization_id)
+    if ctx.role == Role.PATIENT and ctx.patient_id:
+        return Q(patient_id=ctx.patient_id)
+    return NOTHING
+
+
+def _organization_records(organization_id: str) -> Q:
+    """Its patients' compartments, plus what it wrote that is in no other hospital's patient."""
+    patients = Resource.objects.filter(resource_type="Patient")
+    ours = patients.filter(organization_id=organization_id).values("logical_id")
+    theirs = patients.exclude(organization_id=organization_id).values("logical_id")
+    return Q(patient_id__in=ours) | (Q(organization_id=organization_id) & ~Q(patient_id__in=theirs))
+
+
+def visible(ctx: AccessContext, interaction: str = "read") -> Q:
+    """Resources the caller may see in a search, history or ``$everything`` (Q on Resource)."""
+    if ctx.break_glass:
+        rules = Q()
+    else:
+        rules = owned(ctx)
+    if ctx.scopes is None:
+        return rules
+    from ehr.searchparams import resource_types
+
+    allowed = [t for t in resource_types() if scope_allows(ctx, t, interaction)]
+    return rules & Q(resource_type__in=allowed)
+
+
+def visible_resources(ctx: AccessContext, interaction: str = "read") -> QuerySet[Resource]:
+    return Resource.objects.filter(visible(ctx, interaction))

@@ -1,0 +1,96 @@
+"""``AuditEvent`` through FHIR: the audit log itself (``ledger.AuditEntry``), not the Resource table.
+
+A patient reads the entries about their own record (who accessed it); the data
+protection officer reads all of them. Reading the log is itself an audited access.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from ehr import fhirjson
+from ehr.access import policy
+from ehr.fhir import FhirError
+from ehr.models import Role
+from ledger.models import AuditEntry
+
+from . import bundles
+from .http import base_url, fhir_endpoint, fhir_response
+from .views import _allow, _context, _paging, _query_params
+
+DEFAULT_COUNT = 50
+MAX_COUNT = 500
+SEARCH_PARAMS = ("patient", "_count", "_offset", "_total", "_format")
+
+
+@csrf_exempt
+@fhir_endpoint("auditevent-search")
+def search(request: HttpRequest, resource_type: str = "AuditEvent") -> HttpResponse:
+    _allow(request, "GET")
+    ctx = _context(request)
+    _check_scope(ctx, "search")
+    params = _query_params(request)
+    unknown = sorted({name for name, _ in params if name not in SEARCH_PARAMS})
+    if unknown:
+        raise FhirError(400, "not-supported", f"AuditEvent supports patient, _count and _offset, not {unknown[0]}")
+    patient = _patient_param(params)
+    entries = AuditEntry.objects.filter(_entries_visible(ctx, patient))
+    if patient is not None:
+        entries = entries.filter(patient_id=patient)
+    offset, count = _paging(request, default=DEFAULT_COUNT)
+    count = min(count, MAX_COUNT)
+    page = list(entries.order_by("-id")[offset:offset + count])
+    total = entries.count()
+    base = base_url(request)
+    links = bundles.paging_links(f"{base}/AuditEvent", params, offset=offset, count=count, total=total)
+    items = ",".join(f'{{"fullUrl":{fhirjson.dumps(f"{base}/AuditEvent/{entry.pk}")},'
+                     f'"resource":{_event_text(entry)},"search":{{"mode":"match"}}}}' for entry in page)
+    return fhir_response(f'{{"resourceType":"Bundle","type":"searchset","total":{total},'
+                         f'"link":{fhirjson.dumps(links)},"entry":[{items}]}}')
+
+
+@csrf_exempt
+@fhir_endpoint("auditevent")
+def read(request: HttpRequest, resource_type: str, logical_id: str) -> HttpResponse:
+    _allow(request, "GET")
+    ctx = _context(request)
+    _check_scope(ctx, "read")
+    entry = AuditEntry.objects.filter(pk=int(logical_id)).first() if logical_id.isdigit() else None
+    if entry is None:
+        raise FhirError(404, "not-found", f"AuditEvent/{logical_id} is not known")
+    if not AuditEntry.objects.filter(_entries_visible(ctx, entry.patient_id), pk=entry.pk).exists():
+        raise FhirError(403, "forbidden", f"AuditEvent/{logical_id} is outside this account's access")
+    return fhir_response(_event_text(entry))
+
+
+def _check_scope(ctx: policy.AccessContext, interaction: str) -> None:
+    if not policy.scope_allows(ctx, "AuditEvent", interaction):
+        raise FhirError(403, "forbidden", f"The token's scopes do not allow {interaction} on AuditEvent")
+
+
+def _entries_visible(ctx: policy.AccessContext, patient: str | None):
+    """The DPO sees every entry; a patient the entries about themself, and asking for another is refused."""
+    from django.db.models import Q
+
+    if ctx.role == Role.DPO:
+        return Q()
+    if ctx.role == Role.PATIENT and ctx.patient_id:
+        if patient not in (None, ctx.patient_id):
+            raise FhirError(403, "forbidden", "A patient may read only the audit events of their own record")
+        return Q(patient_id=ctx.patient_id)
+    raise FhirError(403, "forbidden", "Only the patient concerned and the data protection officer read the audit log")
+
+
+def _patient_param(params: list[tuple[str, str]]) -> str | None:
+    values = [value for name, value in params if name == "patient"]
+    if len(values) > 1 or any("," in value or not value for value in values):
+        raise FhirError(400, "invalid", "patient takes one patient id")
+    return values[0].removeprefix("Patient/") if values else None
+
+
+def _event_text(entry: AuditEntry) -> str:
+    """The stored event with the entry id as its logical id."""
+    event = fhirjson.loads(entry.event)
+    return fhirjson.dumps({"resourceType": "AuditEvent", "id": str(entry.pk),
+                           **{k: v for k, v in event.items() if k not in ("resourceType", "id")}})

@@ -1,0 +1,1 @@
+"""OAuth2/SMART identity tests."""
