@@ -123,6 +123,10 @@ def authenticate(request: HttpRequest) -> None:
     request.oauth_client_id = token.application.client_id if token.application else None
 
 
+# SMART clients read the CapabilityStatement before they have a token (it holds the OAuth URLs).
+PUBLIC_KINDS = {"metadata"}
+
+
 def fhir_endpoint(kind: str):
     """Wrap a FHIR view: errors become OperationOutcomes and every request is audited.
 
@@ -136,7 +140,7 @@ def fhir_endpoint(kind: str):
             request.access = access_record(request, kind, kwargs)
             try:
                 with transaction.atomic():
-                    response = _answer(view, request, args, kwargs)
+                    response = _answer(view, request, args, kwargs, public=kind in PUBLIC_KINDS)
                     write_audit(request, request.access, response)
             except Exception:  # noqa: BLE001 - an access that cannot be audited is refused
                 logger.exception("audit entry could not be written: %s %s", request.method, request.path)
@@ -148,10 +152,11 @@ def fhir_endpoint(kind: str):
     return decorate
 
 
-def _answer(view, request: HttpRequest, args, kwargs) -> HttpResponse:
+def _answer(view, request: HttpRequest, args, kwargs, *, public: bool) -> HttpResponse:
     try:
         negotiate(request)
-        authenticate(request)
+        if not public or "Authorization" in request.headers:
+            authenticate(request)
         with transaction.atomic():
             return view(request, *args, **kwargs)
     except FhirError as error:

@@ -240,3 +240,19 @@ def test_a_body_over_the_limit_is_413(fhir, settings):
 
     assert response.status_code == 413
     assert response.json()["issue"][0]["code"] == "too-costly"
+
+
+def test_metadata_is_public_for_smart_discovery_and_still_audited(client, db):
+    from ledger.models import AuditEntry
+
+    response = client.get("/fhir/metadata")
+
+    assert response.status_code == 200
+    assert response.json()["rest"][0]["security"]["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    assert AuditEntry.objects.get().agent == "anonymous"
+
+
+def test_metadata_with_a_bad_token_is_still_401(client, db):
+    response = client.get("/fhir/metadata", HTTP_AUTHORIZATION="Bearer nonsense")
+
+    assert response.status_code == 401
