@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ehr.models import AccessProfile, Role
 from ledger.audit import audit_entry_get
 from ledger.proofs import ProofUnavailable, audit_proof
 
@@ -33,6 +34,18 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     return response
 
 
+def may_see_entry(user, entry) -> bool:
+    """Who may read an audit entry itself (and so get the salt that links it to the chain)."""
+    if user.is_staff or entry.agent == user.get_username():
+        return True
+    profile = AccessProfile.objects.filter(user=user).first()
+    if profile is None:
+        return False
+    if profile.role == Role.DPO:
+        return True
+    return profile.role == Role.PATIENT and bool(profile.patient_id) and profile.patient_id == entry.patient_id
+
+
 class LedgerAPIView(APIView):
     permission_classes = [IsAuthenticated]
 
@@ -45,7 +58,9 @@ class AuditEventProofView(LedgerAPIView):
         operation_id="ledger_audit_event_proof",
         summary="Proof that an audit event is anchored on chain",
         description=("Entry hash, Merkle path, root and the anchor transaction. The salt and the "
-                     "event text are included only for staff. Check offline with "
+                     "event text are included only for those allowed to see the entry (the data "
+                     "protection officer, the patient it is about, the user who made the access, "
+                     "staff). Check offline with "
                      "`carrack-verify audit-proof FILE --rpc URL`."),
         parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH, description="audit entry id")],
         responses={200: AuditProofSerializer, 403: ErrorSerializer, 404: ErrorSerializer,
@@ -56,7 +71,7 @@ class AuditEventProofView(LedgerAPIView):
         if entry is None:
             return error_response(status.HTTP_404_NOT_FOUND, "not_found", "no such audit event")
         try:
-            proof = audit_proof(entry=entry, include_salt=request.user.is_staff)
+            proof = audit_proof(entry=entry, include_salt=may_see_entry(request.user, entry))
         except ProofUnavailable as error:
             return error_response(status.HTTP_409_CONFLICT, "not_anchored", str(error), status=error.status)
         return Response(proof)

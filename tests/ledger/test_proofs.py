@@ -208,3 +208,30 @@ def test_the_proof_is_in_the_openapi_schema(user_client):
     schema = user_client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
     operation = schema["paths"]["/api/ledger/audit-events/{id}/proof"]["get"]
     assert set(operation["responses"]) == {"200", "403", "404", "409"}
+
+
+@pytest.mark.parametrize(("role", "patient_id", "sees_salt"), [
+    ("dpo", None, True),
+    ("patient", "p1", True),
+    ("patient", "p2", False),
+    ("clinician", None, False),
+    ("researcher", None, False),
+])
+def test_the_salt_goes_only_to_those_allowed_to_see_the_entry(anchored, client, role, patient_id, sees_salt):
+    from ehr.models import AccessProfile
+
+    user = get_user_model().objects.create_user(f"who-{role}-{patient_id}")
+    AccessProfile.objects.create(user=user, role=role, patient_id=patient_id)
+    client.force_login(user)
+
+    proof = client.get(proof_url(anchored[1].pk)).json()
+
+    assert ("salt" in proof) is sees_salt
+    assert ("event" in proof["entry"]) is sees_salt
+    assert proof["merkle"]["root"]
+
+
+def test_the_user_who_made_the_access_sees_its_salt(anchored, client):
+    client.force_login(get_user_model().objects.create_user("dr-who"))
+
+    assert "salt" in client.get(proof_url(anchored[1].pk)).json()
