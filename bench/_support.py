@@ -25,7 +25,6 @@ BASE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/carrack_bench"
 CACHE_DIR = Path(os.environ.get("CARRACK_BENCH_CACHE", "/tmp/carrack-bench"))
 SETTINGS = "config.settings.test"
-SERVER_SETTINGS = "bench_settings"  # the test settings with large request bodies allowed
 
 
 def arguments(description: str) -> argparse.ArgumentParser:
@@ -46,19 +45,19 @@ def django_setup(database_url: str) -> None:
 
 def synthea_bundles(patients: int, seed: int) -> list[Path]:
     """Transaction Bundles for ``patients`` Synthea patients, generated once and cached."""
-    folder = CACHE_DIR / f"synthea-p{patients}-s{seed}"
+    folder = CACHE_DIR / f"synthea-p{patients}-s{seed}-r20250101"
     bundles = sorted((folder / "output" / "fhir").glob("*.json"))
     if bundles:
         return bundles
     folder.mkdir(parents=True, exist_ok=True)
     synthea = Path(sys.executable).parent / "synthea"
-    subprocess.run([str(synthea), "-p", str(patients), "-s", str(seed)], cwd=folder, check=True,
+    subprocess.run([str(synthea), "-p", str(patients), "-s", str(seed), "-r", "20250101"], cwd=folder, check=True,
                    stdout=subprocess.DEVNULL)
     return sorted((folder / "output" / "fhir").glob("*.json"))
 
 
-def api_token() -> str:
-    """An OAuth2 client-credentials token (``system/*.cruds``) of a benchmark integration."""
+def api_token(organization_id: str = "bench-hospital") -> str:
+    """An OAuth2 ``system/*.cruds`` token of an integration user of ``organization_id`` (made once)."""
     from django.contrib.auth import get_user_model
     from oauth2_provider.models import Application
 
@@ -67,7 +66,7 @@ def api_token() -> str:
 
     user, _ = get_user_model().objects.get_or_create(username="bench")
     AccessProfile.objects.get_or_create(user=user, defaults={"role": Role.INTEGRATION,
-                                                              "organization_id": "bench-hospital"})
+                                                             "organization_id": organization_id})
     client = client_ensure(name="bench-client", owner=user, client_type=Application.CLIENT_CONFIDENTIAL,
                            grant_type=Application.GRANT_CLIENT_CREDENTIALS, scopes="system/*.cruds")
     return token_ensure(user=None, application=client, scope="system/*.cruds").token
@@ -87,9 +86,8 @@ class Gunicorn:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         url = database_url + (f"?conn_max_age={conn_max_age}" if conn_max_age else "")
-        self.env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": SERVER_SETTINGS}
+        self.env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": SETTINGS}
         self.argv = [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi:application",
-                     "--pythonpath", str(BASE_DIR / "bench"),
                      "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
                      "--worker-class", worker_class, "--threads", str(threads),
                      "--timeout", "300", "--log-level", "warning"]

@@ -489,7 +489,7 @@ def main() -> None:
         sustained_table = table(["sustained anchoring", "value"], summary)
         every = max(1, len(result["samples"]) // 12)
         backlog_rows = [[f"{t:.0f}", a, x, a - x, f"{tick:.2f}"]
-                        for t, a, x, tick in result["samples"][::every] + result["samples"][-1:]]
+                        for t, a, x, tick in result["samples"][::every] + result["samples"][-1:][:(len(result["samples"]) - 1) % every]]
         backlog_table = table(["t s", "appended", "anchored", "backlog", "tick s"], backlog_rows)
         print(sustained_table, flush=True)
         print(backlog_table, flush=True)

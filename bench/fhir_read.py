@@ -54,7 +54,11 @@ def hammer(seconds: float, request_once) -> tuple[list[float], float]:
 
     def client(slot: int) -> None:
         state: dict = {}
-        request_once(state)  # warm up: connect
+        try:
+            request_once(state)  # warm up: connect
+        except BaseException:
+            barrier.abort()
+            raise
         barrier.wait()
         while time.perf_counter() < deadline[0]:
             started = time.perf_counter()

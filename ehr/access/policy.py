@@ -150,11 +150,12 @@ def owned(ctx: AccessContext) -> Q:
 
 
 def _organization_records(organization_id: str) -> Q:
-    """Its patients' compartments, plus what it wrote that is in no other hospital's patient."""
-    patients = Resource.objects.filter(resource_type="Patient")
-    ours = patients.filter(organization_id=organization_id).values("logical_id")
-    theirs = patients.exclude(organization_id=organization_id).values("logical_id")
-    return Q(patient_id__in=ours) | (Q(organization_id=organization_id) & ~Q(patient_id__in=theirs))
+    """What the hospital owns: its patients' compartments and what it wrote outside any patient.
+
+    Ownership is decided at write time (``ehr.services.storage``), so this is one indexed
+    equality, cheap inside every search, count and include.
+    """
+    return Q(organization_id=organization_id)
 
 
 def visible(ctx: AccessContext, interaction: str = "read") -> Q:
@@ -167,8 +168,9 @@ def visible(ctx: AccessContext, interaction: str = "read") -> Q:
         return rules
     from ehr.searchparams import resource_types
 
-    allowed = [t for t in resource_types() if scope_allows(ctx, t, interaction)]
-    return rules & Q(resource_type__in=allowed)
+    types = resource_types()
+    allowed = [t for t in types if scope_allows(ctx, t, interaction)]
+    return rules if len(allowed) == len(types) else rules & Q(resource_type__in=allowed)
 
 
 def visible_resources(ctx: AccessContext, interaction: str = "read") -> QuerySet[Resource]:

@@ -66,8 +66,9 @@ def insert_new(pendings: list[Pending], now: datetime | None = None) -> list[Res
     for pending in pendings:
         row = Resource(resource_type=pending.resource_type, logical_id=pending.logical_id, version_id=1,
                        last_updated=now, text=stamp(pending, version_id=1, last_updated=now))
-        values.append(_owned(row, pending))
+        values.append(_derive_patient(row, pending))
         rows.append(row)
+    _assign_owners(rows, pendings)
     Resource.objects.bulk_create(rows)
     _store_versions(rows, [p.method for p in pendings])
     write_indexes(rows, values)
@@ -81,31 +82,53 @@ def replace_current(row: Resource, pending: Pending, now: datetime | None = None
     row.last_updated = now
     row.deleted = False
     row.text = stamp(pending, version_id=row.version_id, last_updated=now)
-    values = _owned(row, pending)
+    values = _derive_patient(row, pending)
+    previous_owner = row.organization_id
+    _assign_owners([row], [pending])
     row.save(update_fields=["version_id", "last_updated", "deleted", "text", "organization_id", "patient_id"])
+    if row.resource_type == "Patient" and row.organization_id != previous_owner:
+        # The hospital managing a patient owns the patient's whole compartment.
+        Resource.objects.filter(patient_id=row.logical_id).exclude(pk=row.pk).update(
+            organization_id=row.organization_id)
     _store_versions([row], [pending.method])
     clear_indexes([row.pk])
     write_indexes([row], [values])
     return row
 
 
-def _owned(row: Resource, pending: Pending) -> IndexValues:
-    """Index values of the stamped resource; they also say which patient it belongs to.
-
-    A Patient belongs to its managingOrganization when it names one; any other resource
-    keeps the organization that first wrote it.
-    """
+def _derive_patient(row: Resource, pending: Pending) -> IndexValues:
+    """Index values of the stamped resource; they also say whose compartment holds it."""
     values = extract_index_values(pending.parsed)
     if row.resource_type == "Patient":
         row.patient_id = row.logical_id
-        managing = (pending.parsed.get("managingOrganization") or {}).get("reference", "")
-        if managing.startswith("Organization/"):
-            row.organization_id = managing.removeprefix("Organization/")
     else:
         row.patient_id = compartment_patient(row.resource_type, values)
-    if row.organization_id is None:
-        row.organization_id = pending.organization_id
     return values
+
+
+def _assign_owners(rows: list[Resource], pendings: list[Pending]) -> None:
+    """Set the managing organization (hospital) that owns each row.
+
+    A Patient belongs to its managingOrganization, else to the organization that wrote it;
+    a resource in a patient's compartment belongs to that patient's organization; anything
+    else to the organization that wrote it. One query for all the patients of a batch.
+    """
+    patient_owners = {}
+    for row, pending in zip(rows, pendings):
+        if row.resource_type == "Patient":
+            managing = (pending.parsed.get("managingOrganization") or {}).get("reference", "")
+            row.organization_id = (managing.removeprefix("Organization/")
+                                   if managing.startswith("Organization/") else
+                                   row.organization_id or pending.organization_id)
+            patient_owners[row.logical_id] = row.organization_id
+    wanted = {row.patient_id for row in rows if row.patient_id and row.patient_id not in patient_owners}
+    if wanted:
+        stored = Resource.objects.filter(resource_type="Patient", logical_id__in=wanted)
+        patient_owners.update(stored.values_list("logical_id", "organization_id"))
+    for row, pending in zip(rows, pendings):
+        if row.resource_type != "Patient":
+            row.organization_id = (patient_owners.get(row.patient_id) or row.organization_id
+                                   or pending.organization_id)
 
 
 def compartment_patient(resource_type: str, values: IndexValues) -> str | None:

@@ -55,7 +55,8 @@ class Loaded:
 def synthea_bundles(tmp_path_factory) -> list[dict]:
     folder = tmp_path_factory.mktemp("synthea")
     synthea = Path(sys.executable).parent / "synthea"
-    subprocess.run([str(synthea), "-p", "5", "-s", "42"], cwd=folder, check=True, stdout=subprocess.DEVNULL)
+    # Synthea simulates up to its reference date (default: today); a fixed one keeps the data fixed.
+    subprocess.run([str(synthea), "-p", "5", "-s", "42", "-r", "20250101"], cwd=folder, check=True, stdout=subprocess.DEVNULL)
     paths = sorted((folder / "output" / "fhir").glob("*.json"))
     assert len(paths) == 5
     return [json.loads(path.read_text()) for path in paths]
@@ -137,7 +138,6 @@ def test_one_current_resource_row_per_entry_of_each_type(loaded):
 
     stored = Counter(Resource.objects.filter(deleted=False).values_list("resource_type", flat=True))
 
-    assert sum(expected.values()) == 8908
     assert stored == expected
 
 
