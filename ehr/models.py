@@ -116,7 +116,8 @@ class TokenIndex(SearchIndex):
 
     class Meta:
         indexes = [
-            models.Index(fields=["resource_type", "param", "code", "system"], name="token_code"),
+            models.Index(fields=["resource_type", "param", "code", "system"], include=["resource"],
+                         name="token_code"),
         ]
 
 
@@ -138,7 +139,8 @@ class ReferenceIndex(SearchIndex):
 
     class Meta:
         indexes = [
-            models.Index(fields=["resource_type", "param", "target_id", "target_type"], name="reference_target"),
+            models.Index(fields=["resource_type", "param", "target_id", "target_type"], include=["resource"],
+                         name="reference_target"),
             models.Index(fields=["target_type", "target_id"], name="reference_reverse"),
         ]
 

@@ -240,6 +240,10 @@ def _create_and_send(client: ChainClient, now: datetime, report: TickReport) -> 
     last, root = first + len(leaves) - 1, merkle.root(leaves)
     chain_id = client.chain_id()
     contract = _contract_address(chain_id)
+    if not client.has_code(contract):
+        # A call to an empty address "succeeds" without a log and would burn the nonce.
+        raise LedgerUnavailable(f"{CONTRACT} at {contract} has no code on chain {chain_id} "
+                                "(chain reset? run manage.py chain_deploy)")
     nonce = _next_nonce(client, client.address, chain_id)
     max_fee, priority = client.fee_suggestion()
     signed = client.signed_call(_artifact(), contract, "anchor", first, last, root, nonce=nonce,

@@ -120,13 +120,25 @@ class Server:
         """Ask politely, then kill; each server saves its data on its stop signal."""
         if self.process is None:
             return
+        deadline = time.monotonic() + timeout
         if self.process.poll() is None:
             self.process.send_signal(self.stop_signal)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 pass
+        # A wrapper (anvil's npm launcher) may exit before the real server has saved its
+        # state: wait for the rest of the session to finish before killing what is left.
+        while self._group_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
         self._kill_group()
+
+    def _group_alive(self) -> bool:
+        try:
+            os.killpg(self.process.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
 
     def kill(self) -> None:
         """Stop abruptly, as a crash would (tests of a component going down)."""

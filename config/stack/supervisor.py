@@ -105,7 +105,8 @@ def app_processes(state_dir: Path, env: dict[str, str], web_port: int) -> list[A
         AppProcess(
             name="web", state_dir=state_dir, port=web_port, env=env,
             argv=[str(bin_dir / "gunicorn"), "config.wsgi:application",
-                  "--bind", f"127.0.0.1:{web_port}", "--workers", "2", "--timeout", "60",
+                  "--bind", f"127.0.0.1:{web_port}", "--worker-class", "gthread", "--workers", "2",
+                  "--threads", "4", "--timeout", "60",
                   "--access-logfile", "-"],
         ),
         AppProcess(

@@ -409,3 +409,23 @@ def test_when_the_replaced_transaction_is_mined_instead_the_batch_follows_the_ch
     batch = AnchorBatch.objects.get()
     assert batch.tx_hash == stuck.tx_hash and own_chain.receipt(replacement.tx_hash) is None
     assert_anchored_exactly_once(own_chain, audit_anchor_artifact, batch.contract, 3)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_contract_without_code_is_reported_and_nothing_is_signed(chain, settings, tmp_path):
+    from ledger.anchoring import anchor_tick
+    from ledger.audit import audit_append
+    from ledger.models import AnchorBatch
+
+    settings.CHAIN_DEPLOYMENTS_FILE = tmp_path / "deployments.json"
+    settings.CHAIN_DEPLOYMENTS_FILE.write_text(
+        '{"31337": {"AuditAnchor": {"address": "0x000000000000000000000000000000000000dEaD"}}}')
+    settings.AUDIT_ANCHOR_INTERVAL_SECONDS = 0
+    audit_append(event={"resourceType": "AuditEvent"}, patient_id=None, agent="a", outcome="0")
+    nonce = chain.nonce(chain.address, pending=True)
+
+    report = anchor_tick(client=chain)
+
+    assert "has no code" in report.unavailable
+    assert AnchorBatch.objects.count() == 0
+    assert chain.nonce(chain.address, pending=True) == nonce
