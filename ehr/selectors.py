@@ -17,6 +17,11 @@ HISTORY_MAX_COUNT = 500
 def resource_read(*, resource_type: str, logical_id: str) -> Resource:
     require_resource_type(resource_type)
     row = Resource.objects.filter(resource_type=resource_type, logical_id=logical_id).first()
+    return resource_present(row, resource_type=resource_type, logical_id=logical_id)
+
+
+def resource_present(row: Resource | None, *, resource_type: str, logical_id: str) -> Resource:
+    """The row of a read, or 404 when there is none and 410 when it is deleted."""
     if row is None:
         raise FhirError(404, "not-found", f"{resource_type}/{logical_id} is not known")
     if row.deleted:

@@ -33,7 +33,8 @@ def audit_append(*, event: dict, patient_id: str | None, agent: str, outcome: st
     """
     if outcome not in OUTCOMES:
         raise ValueError(f"AuditEvent outcome must be one of {sorted(OUTCOMES)}")
-    with transaction.atomic():
+    # No savepoint of its own: both rows belong to the access's transaction and go with it.
+    with transaction.atomic(savepoint=False):
         entry = AuditEntry.objects.create(
             recorded=recorded or timezone.now(),
             event=proofs.canonical_json(event),

@@ -69,7 +69,8 @@ def scopes_permitted(application: Application, scopes: list[str]) -> bool:
 def access_token_lookup(raw: str) -> AccessToken | None:
     """The live access token for a bearer value; None when unknown, revoked (deleted) or expired."""
     checksum = hashlib.sha256(raw.encode("utf-8")).hexdigest()
-    token = (AccessToken.objects.select_related("application__user", "user")
+    token = (AccessToken.objects.select_related("application__user__access_profile",
+                                                "user__access_profile")
              .filter(token_checksum=checksum).first())
     if token is None or token.expires <= timezone.now():
         return None

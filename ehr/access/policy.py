@@ -66,7 +66,7 @@ class AccessContext:
         has no role and no access.
         """
         user = request.user
-        profile = AccessProfile.objects.filter(user_id=user.pk).first() if user.is_authenticated else None
+        profile = _profile(user)
         role = profile.role if profile else (Role.ADMIN if user.is_authenticated and user.is_staff else None)
         context = cls(
             user=user, role=role,
@@ -77,6 +77,16 @@ class AccessContext:
             break_glass_reason=_break_glass_reason(request, role),
         )
         return context
+
+
+def _profile(user) -> AccessProfile | None:
+    """The user's profile, usually already loaded with the OAuth2 token."""
+    if not user.is_authenticated:
+        return None
+    try:
+        return user.access_profile
+    except AccessProfile.DoesNotExist:
+        return None
 
 
 def _break_glass_reason(request: HttpRequest, role: str | None) -> str | None:
@@ -118,27 +128,39 @@ def check_role(ctx: AccessContext, interaction: str, resource_type: str = "") ->
 
 def check_row(ctx: AccessContext, row: Resource | ResourceVersion) -> None:
     """Refuse a resource (or a version, by its resource) outside the caller's rules."""
-    pk = row.resource_id if isinstance(row, ResourceVersion) else row.pk
-    if ctx.break_glass or Resource.objects.filter(owned(ctx), pk=pk).exists():
+    resource = row.resource if isinstance(row, ResourceVersion) else row
+    if ctx.break_glass or owns(ctx, resource):
         return
     raise FhirError(403, "forbidden", f"{row.resource_type}/{row.logical_id} is outside this account's access")
 
 
-def check_existing(ctx: AccessContext, resource_type: str, logical_id: str) -> None:
-    """``check_row`` on the stored resource if there is one (deleted ones included)."""
+def check_existing(ctx: AccessContext, resource_type: str, logical_id: str) -> Resource | None:
+    """``check_row`` on the stored resource if there is one (deleted ones included); returns it."""
     row = Resource.objects.filter(resource_type=resource_type, logical_id=logical_id).first()
     if row is not None:
         check_row(ctx, row)
+    return row
 
 
-def authorize(ctx: AccessContext, interaction: str, resource_type: str, logical_id: str | None = None) -> None:
-    """Type-level check, then the stored resource's (for an instance interaction)."""
+def authorize(ctx: AccessContext, interaction: str, resource_type: str,
+              logical_id: str | None = None) -> Resource | None:
+    """Type-level check, then the stored resource's (for an instance interaction); returns it."""
     check_type(ctx, resource_type, interaction)
     if logical_id is not None:
-        check_existing(ctx, resource_type, logical_id)
+        return check_existing(ctx, resource_type, logical_id)
+    return None
 
 
 # --- filters --------------------------------------------------------------------------------
+
+def owns(ctx: AccessContext, row: Resource) -> bool:
+    """``owned`` evaluated on one row already in hand (no query)."""
+    if ctx.role in CHART_ROLES and ctx.organization_id:
+        return row.organization_id == ctx.organization_id
+    if ctx.role == Role.PATIENT and ctx.patient_id:
+        return row.patient_id == ctx.patient_id
+    return False
+
 
 def owned(ctx: AccessContext) -> Q:
     """Resources the role rules allow, scopes aside (deleted ones included)."""

@@ -135,6 +135,7 @@ def fhir_endpoint(kind: str):
     """
 
     def decorate(view):
+        @transaction.non_atomic_requests  # this wrapper's own transaction is the request's
         @functools.wraps(view)
         def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             request.access = access_record(request, kind, kwargs)

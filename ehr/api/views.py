@@ -122,7 +122,7 @@ def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpR
     base = base_url(request)
     ctx = _context(request)
     interaction = {"PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(request.method, "read")
-    policy.authorize(ctx, interaction, resource_type, logical_id)
+    stored = policy.authorize(ctx, interaction, resource_type, logical_id)
     if request.method == "PUT":
         outcome = services.resource_update(resource_type=resource_type, logical_id=logical_id,
                                            text=_body(request), if_match=request.headers.get("If-Match"),
@@ -139,7 +139,7 @@ def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpR
     if request.method == "DELETE":
         services.resource_delete(resource_type=resource_type, logical_id=logical_id)
         return fhir_response(None, 204)
-    row = selectors.resource_read(resource_type=resource_type, logical_id=logical_id)
+    row = selectors.resource_present(stored, resource_type=resource_type, logical_id=logical_id)
     if request.headers.get("If-None-Match") == f'W/"{row.version_id}"':
         return fhir_response(None, 304, headers=resource_headers(row, base))
     return fhir_response(row.text, headers=resource_headers(row, base))
