@@ -7,9 +7,11 @@ costs a handful of statements per table, not one per resource.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone as dt_timezone
 
+from django.db import connection
 from django.utils import timezone
 
 from ehr import fhirjson
@@ -152,13 +154,27 @@ def mark_deleted(row: Resource, now: datetime | None = None) -> Resource:
 
 
 def write_indexes(rows: list[Resource], values_of_rows: list[IndexValues]) -> None:
-    batches: dict[type, list] = {model: [] for model in INDEX_MODELS.values()}
-    for row, values in zip(rows, values_of_rows):
-        for kind, model in INDEX_MODELS.items():
-            batches[model].extend(_index_row(model, row, value) for value in getattr(values, VALUE_LISTS[kind]))
-    for model, batch in batches.items():
-        if batch:
-            model.objects.bulk_create(batch, batch_size=5000)
+    """Index rows of every resource, one COPY per table (no model instances on this hot path)."""
+    for kind, model in INDEX_MODELS.items():
+        batch = [(row.pk, row.resource_type, value)
+                 for row, values in zip(rows, values_of_rows)
+                 for value in getattr(values, VALUE_LISTS[kind])]
+        if not batch:
+            continue
+        names = [f.name for f in fields(batch[0][2])]
+        copy_rows(model, ["resource_id", "resource_type", *names],
+                  ((pk, resource_type, *(getattr(value, name) for name in names))
+                   for pk, resource_type, value in batch))
+
+
+def copy_rows(model, columns: list[str], rows: Iterable[tuple]) -> None:
+    """COPY rows into a model's table, in the current transaction."""
+    table = connection.ops.quote_name(model._meta.db_table)
+    column_list = ", ".join(connection.ops.quote_name(column) for column in columns)
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(f"COPY {table} ({column_list}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
 
 def clear_indexes(resource_pks: list[int]) -> None:
@@ -166,18 +182,8 @@ def clear_indexes(resource_pks: list[int]) -> None:
         model.objects.filter(resource_id__in=resource_pks).delete()
 
 
-def _index_row(model, row: Resource, value):
-    columns = {f.name: getattr(value, f.name) for f in fields(value)}
-    return model(resource_id=row.pk, resource_type=row.resource_type, **columns)
-
-
 def _store_versions(rows: list[Resource], methods: list[str]) -> None:
-    ResourceVersion.objects.bulk_create([
-        ResourceVersion(resource_id=row.pk, resource_type=row.resource_type, logical_id=row.logical_id,
-                        version_id=row.version_id, last_updated=row.last_updated, deleted=row.deleted,
-                        method=method, text=row.text)
-        for row, method in zip(rows, methods)
-    ])
-
-
-__all__ = ["IndexValues", "Pending", "insert_new", "instant", "mark_deleted", "new_id", "replace_current"]
+    copy_rows(ResourceVersion, ["resource_id", "resource_type", "logical_id", "version_id", "last_updated",
+                                "deleted", "method", "text"],
+              ((row.pk, row.resource_type, row.logical_id, row.version_id, row.last_updated, row.deleted,
+                method, row.text) for row, method in zip(rows, methods)))
