@@ -27,6 +27,8 @@ from ledger.models import AnchorBatch, AuditEntry
 from ledger.services import contracts_deploy
 from ledger.tasks import anchor_audit
 
+from tests.ledger.conftest import configure_anchoring
+
 pytestmark = [pytest.mark.chain, pytest.mark.django_db(transaction=True)]
 
 RESEND = 30
@@ -34,11 +36,7 @@ RESEND = 30
 
 @pytest.fixture(autouse=True)
 def anchoring_settings(settings):
-    settings.AUDIT_ANCHOR_INTERVAL_SECONDS = 0
-    settings.AUDIT_ANCHOR_MAX_ENTRIES = 1000
-    settings.AUDIT_ANCHOR_CONFIRMATIONS = 1
-    settings.AUDIT_ANCHOR_RESEND_SECONDS = RESEND
-    settings.AUDIT_ANCHOR_REPLACE_AFTER = 3
+    configure_anchoring(settings, max_entries=1000)
     return settings
 
 

@@ -29,6 +29,7 @@ from ledger.models import AnchorBatch, AuditEntry, AuditSalt
 from ledger.services import contracts_deploy
 from tests.ehr.conftest import *  # noqa: F403  (the ``fhir`` fixture and whatever it needs)
 from tests.ehr.conftest import observation, patient
+from tests.ledger.conftest import configure_anchoring
 
 pytestmark = [pytest.mark.chain, pytest.mark.django_db(transaction=True)]
 
@@ -38,11 +39,7 @@ ACCESSES = 500
 
 @pytest.fixture(autouse=True)
 def anchoring_settings(settings):
-    settings.AUDIT_ANCHOR_INTERVAL_SECONDS = 0
-    settings.AUDIT_ANCHOR_MAX_ENTRIES = 200
-    settings.AUDIT_ANCHOR_CONFIRMATIONS = 1
-    settings.AUDIT_ANCHOR_RESEND_SECONDS = 30
-    settings.AUDIT_ANCHOR_REPLACE_AFTER = 3
+    configure_anchoring(settings, max_entries=200)
     return settings
 
 

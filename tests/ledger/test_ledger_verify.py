@@ -7,9 +7,8 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from ledger import proofs
-from ledger.audit import audit_append, audit_sequence
 from ledger.models import AnchorBatch
-from tests.ledger.test_proofs import RPC, anchor_batch
+from tests.ledger.conftest import RPC, anchored_entries
 
 pytestmark = [pytest.mark.django_db, pytest.mark.chain]
 
@@ -17,13 +16,8 @@ pytestmark = [pytest.mark.django_db, pytest.mark.chain]
 @pytest.fixture
 def ledger(deployed, chain, audit_anchor_artifact):
     """Ten entries anchored as 1..6 and 7..10, plus two sequenced but not anchored yet."""
-    address = deployed["AuditAnchor"]["address"]
-    entries = [audit_append(event={"resourceType": "AuditEvent", "n": i}, patient_id="p1",
-                            agent="dr-who", outcome="0") for i in range(12)]
-    audit_sequence()
-    for first, last in [(1, 6), (7, 10)]:
-        anchor_batch(chain=chain, artifact=audit_anchor_artifact, address=address, first=first, last=last)
-    return entries
+    return anchored_entries(deployed=deployed, chain=chain, artifact=audit_anchor_artifact, count=12,
+                            ranges=[(1, 6), (7, 10)])
 
 
 def verify(*args: str) -> str:

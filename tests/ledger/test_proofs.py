@@ -10,41 +10,21 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from web3 import Web3
 
-from ledger import merkle, proofs
-from ledger.audit import audit_append, audit_range_leaves, audit_sequence
-from ledger.models import AnchorBatch, AuditEntry, AuditSalt
+from ledger import proofs
+from ledger.audit import audit_append, audit_sequence
+from ledger.models import AuditEntry, AuditSalt
+from tests.ledger.conftest import RPC, anchored_entries
 
 pytestmark = [pytest.mark.django_db, pytest.mark.chain]
 VERIFY = str(Path(sys.executable).parent / "carrack-verify")
-RPC = os.environ.get("CHAIN_RPC_URL", "http://127.0.0.1:8545")
-
-
-def anchor_batch(*, chain, artifact, address: str, first: int, last: int) -> AnchorBatch:
-    """What the anchoring job does, minus its retries: one anchor transaction, one confirmed row."""
-    root = merkle.root(audit_range_leaves(first_seq=first, last_seq=last))
-    sent = chain.transact(artifact, address, "anchor", first, last, root)
-    tx = Web3(Web3.HTTPProvider(RPC)).eth.get_transaction(sent["transaction"])
-    batch = AnchorBatch.objects.create(
-        first_seq=first, last_seq=last, root=root, status="confirmed", chain_id=chain.chain_id(),
-        contract=address, signer=chain.address, nonce=tx["nonce"], raw_tx=b"",
-        tx_hash=sent["transaction"], max_fee_per_gas=tx.get("maxFeePerGas", 0),
-        max_priority_fee_per_gas=tx.get("maxPriorityFeePerGas", 0), block_number=sent["block"],
-        block_hash=tx["blockHash"].to_0x_hex())
-    AuditEntry.objects.filter(seq__gte=first, seq__lte=last).update(batch=batch)
-    return batch
 
 
 @pytest.fixture
 def anchored(deployed, chain, audit_anchor_artifact):
     """Seven audit entries, sequenced, anchored as 1..4 and 5..7."""
-    address = deployed["AuditAnchor"]["address"]
-    entries = [audit_append(event={"resourceType": "AuditEvent", "n": i}, patient_id="p1",
-                            agent="dr-who", outcome="0") for i in range(7)]
-    audit_sequence()
-    for first, last in [(1, 4), (5, 7)]:
-        anchor_batch(chain=chain, artifact=audit_anchor_artifact, address=address, first=first, last=last)
+    entries = anchored_entries(deployed=deployed, chain=chain, artifact=audit_anchor_artifact, count=7,
+                               ranges=[(1, 4), (5, 7)])
     return [AuditEntry.objects.select_related("batch").get(pk=e.pk) for e in entries]
 
 

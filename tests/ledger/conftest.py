@@ -1,0 +1,49 @@
+"""Ledger test helpers: audit entries anchored directly (without the anchoring job's retries)."""
+
+from __future__ import annotations
+
+import os
+
+from web3 import Web3
+
+from ledger import merkle
+from ledger.audit import audit_append, audit_range_leaves, audit_sequence
+from ledger.models import AnchorBatch, AuditEntry
+
+RPC = os.environ.get("CHAIN_RPC_URL", "http://127.0.0.1:8545")
+
+
+def anchor_batch(*, chain, artifact, address: str, first: int, last: int) -> AnchorBatch:
+    """What the anchoring job does, minus its retries: one anchor transaction, one confirmed row."""
+    root = merkle.root(audit_range_leaves(first_seq=first, last_seq=last))
+    sent = chain.transact(artifact, address, "anchor", first, last, root)
+    tx = Web3(Web3.HTTPProvider(RPC)).eth.get_transaction(sent["transaction"])
+    batch = AnchorBatch.objects.create(
+        first_seq=first, last_seq=last, root=root, status="confirmed", chain_id=chain.chain_id(),
+        contract=address, signer=chain.address, nonce=tx["nonce"], raw_tx=b"",
+        tx_hash=sent["transaction"], max_fee_per_gas=tx.get("maxFeePerGas", 0),
+        max_priority_fee_per_gas=tx.get("maxPriorityFeePerGas", 0), block_number=sent["block"],
+        block_hash=tx["blockHash"].to_0x_hex())
+    AuditEntry.objects.filter(seq__gte=first, seq__lte=last).update(batch=batch)
+    return batch
+
+
+def anchored_entries(*, deployed, chain, artifact, count: int,
+                     ranges: list[tuple[int, int]]) -> list[AuditEntry]:
+    """``count`` audit entries of patient p1 by dr-who, sequenced, anchored in ``ranges``."""
+    address = deployed["AuditAnchor"]["address"]
+    entries = [audit_append(event={"resourceType": "AuditEvent", "n": i}, patient_id="p1",
+                            agent="dr-who", outcome="0") for i in range(count)]
+    audit_sequence()
+    for first, last in ranges:
+        anchor_batch(chain=chain, artifact=artifact, address=address, first=first, last=last)
+    return entries
+
+
+def configure_anchoring(settings, *, max_entries: int) -> None:
+    """Anchor at once (no interval), one confirmation, the default resend/replace policy."""
+    settings.AUDIT_ANCHOR_INTERVAL_SECONDS = 0
+    settings.AUDIT_ANCHOR_MAX_ENTRIES = max_entries
+    settings.AUDIT_ANCHOR_CONFIRMATIONS = 1
+    settings.AUDIT_ANCHOR_RESEND_SECONDS = 30
+    settings.AUDIT_ANCHOR_REPLACE_AFTER = 3
