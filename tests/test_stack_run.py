@@ -24,7 +24,6 @@ from ledger.chain import load_artifact
 from ledger.chain.web3_client import Web3ChainClient
 from django.conf import settings
 
-ROOT = bytes.fromhex("c0" * 32)
 CLEARED = ("DATABASE_URL", "REDIS_URL", "CHAIN_RPC_URL", "CHAIN_DEPLOYMENTS_FILE",
            "DJANGO_SETTINGS_MODULE", "CARRACK_STATE_DIR")
 
@@ -85,6 +84,40 @@ def interrupt(process):
     return process.returncode, output
 
 
+class FhirSession:
+    """The README quickstart: the demo user's bearer token from the banner, against /fhir."""
+
+    def __init__(self, port: int, banner: str) -> None:
+        self.base = f"http://127.0.0.1:{port}/fhir"
+        token = banner.split("Authorization: Bearer ")[1].split(")")[0]
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
+
+    def post(self, path: str, resource: dict) -> dict:
+        request = urllib.request.Request(f"{self.base}/{path}", data=json.dumps(resource).encode(),
+                                         headers=self.headers, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 201
+            return json.load(response)
+
+    def get(self, path: str) -> dict:
+        request = urllib.request.Request(f"{self.base}/{path}", headers=self.headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+
+def wait_anchored(port: int, timeout: float = 60) -> int:
+    """The stack's own beat task anchors the audit log; the last seq it confirmed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=carrack") as conn:
+            last = conn.execute("SELECT max(last_seq) FROM ledger_anchorbatch WHERE status = 'confirmed'"
+                                ).fetchone()[0]
+        if last:
+            return last
+        time.sleep(1)
+    pytest.fail("the audit log was not anchored by the running stack")
+
+
 def database_rows(port):
     with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=carrack") as conn:
         return {
@@ -99,11 +132,12 @@ def test_run_twice_keeps_contracts_chain_state_and_rows(stack):
     assert health["status"] == "up"
     address = health["checks"]["contracts"]["AuditAnchor"]["address"]
     assert "demo login: demo / " in banner and f"AuditAnchor {address}" in banner
-    address = health["checks"]["contracts"]["AuditAnchor"]["address"]
+    fhir = FhirSession(stack.ports["WEB"], banner)
+    created = fhir.post("Patient", {"resourceType": "Patient", "name": [{"family": "Persisted"}]})
+    anchored_to = wait_anchored(stack.ports["PG"])
     chain = Web3ChainClient(rpc_url=f"http://127.0.0.1:{stack.ports['CHAIN']}",
                             private_key=settings.ANVIL_DEFAULT_PRIVATE_KEYS[0])
     artifact = load_artifact("AuditAnchor", settings.CONTRACTS_BUILD_DIR)
-    chain.transact(artifact, address, "anchor", 1, 1, ROOT)
     with psycopg.connect(f"host=127.0.0.1 port={stack.ports['PG']} user=postgres dbname=carrack") as conn:
         conn.execute("INSERT INTO auth_group (name) VALUES ('persistence-check')")
     rows = database_rows(stack.ports["PG"])
@@ -117,8 +151,9 @@ def test_run_twice_keeps_contracts_chain_state_and_rows(stack):
     process, health, seconds, second_banner = stack()
 
     assert health["checks"]["contracts"]["AuditAnchor"] == {"address": address, "code_present": True}
-    assert chain.call(artifact, address, "lastAnchored", chain.address) == 1
+    assert chain.call(artifact, address, "lastAnchored", chain.address) >= anchored_to
     assert database_rows(stack.ports["PG"]) == rows
+    assert fhir.get(f"Patient/{created['id']}") == created
     assert second_banner.split("demo login:")[1] == banner.split("demo login:")[1]
     print(f"warm start to healthy: {seconds:.1f}s")
     assert interrupt(process)[0] == 0

@@ -1,5 +1,7 @@
-"""``manage.py demo_login``: make sure a demo administrator exists and print how to log in.
+"""``manage.py demo_login``: make sure the demo user exists and print how to log in.
 
+The demo user administers the site (``/admin/``) and is, for the FHIR API, a clinician of
+the organization ``demo-hospital``, so the README's quickstart can create and read records.
 The password is random, made on the first start and kept (mode 0600) in the state
 folder, so every start prints the same login and nothing secret is committed. The FHIR
 token is an OAuth2 access token (``user/*.cruds``), reused while it stays valid.
@@ -13,14 +15,16 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from oauth2_provider.models import Application
 
+from ehr.models import AccessProfile, Role
 from ehr.access.services import APP_CLIENT, APP_REDIRECT_URI, APP_SCOPES, client_ensure, token_ensure
 
 DEMO_USERNAME = "demo"
 DEMO_SCOPES = "user/*.cruds"
+DEMO_ORGANIZATION = "demo-hospital"
 
 
 class Command(BaseCommand):
-    help = "Create the demo administrator once; print its login."
+    help = "Create the demo user (site administrator, FHIR clinician) once; print its login."
 
     def handle(self, *args, **options) -> None:
         path = settings.STATE_DIR / "demo-login.json"
@@ -37,6 +41,8 @@ class Command(BaseCommand):
         if created or not user.check_password(password):
             user.set_password(password)
             user.save()
+        AccessProfile.objects.get_or_create(
+            user=user, defaults={"role": Role.CLINICIAN, "organization_id": DEMO_ORGANIZATION})
         app = client_ensure(name=APP_CLIENT, owner=user, client_type=Application.CLIENT_PUBLIC,
                             grant_type=Application.GRANT_AUTHORIZATION_CODE, scopes=APP_SCOPES,
                             redirect_uris=APP_REDIRECT_URI)
