@@ -175,3 +175,15 @@ def test_a_taken_port_is_reported_without_a_traceback(stack, tmp_path):
     assert f"redis: port {stack.ports['REDIS']} on 127.0.0.1 is already in use" in result.stderr
     assert "Traceback" not in result.stderr
     assert not port_is_open(stack.ports["PG"])
+
+
+def test_the_web_access_log_has_no_query_strings(stack):
+    process, _, _, banner = stack()
+    fhir = FhirSession(stack.ports["WEB"], banner)
+
+    fhir.get("Patient?family=Nightingale&birthdate=1820-05-12")
+    interrupt(process)
+
+    log = (stack.state_dir / "log" / "web.log").read_text()
+    assert '"GET /fhir/Patient" 200' in log
+    assert "Nightingale" not in log and "1820" not in log

@@ -31,6 +31,7 @@ from .services import (
     free_port,
 )
 
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 EXTERNAL_URL_VARIABLES = {"postgres": "DATABASE_URL", "redis": "REDIS_URL", "anvil": "CHAIN_RPC_URL"}
 
 
@@ -107,7 +108,8 @@ def app_processes(state_dir: Path, env: dict[str, str], web_port: int) -> list[A
             argv=[str(bin_dir / "gunicorn"), "config.wsgi:application",
                   "--bind", f"127.0.0.1:{web_port}", "--worker-class", "gthread", "--workers", "2",
                   "--threads", "4", "--timeout", "60",
-                  "--access-logfile", "-"],
+                  # Path only: query strings carry search values (names, birth dates).
+                  "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT],
         ),
         AppProcess(
             name="worker", state_dir=state_dir, env=env,
