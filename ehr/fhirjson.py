@@ -40,33 +40,54 @@ def value(raw: str):
 
 def split_members(text: str) -> list[tuple[str, str]]:
     """The top-level members of a JSON object as (name, raw value text), in order."""
-    members: list[tuple[str, str]] = []
+    return list(_items(text, "{", "}", _member, "a FHIR resource must be a JSON object"))
+
+
+def split_array(text: str) -> list[str]:
+    """The raw texts of a JSON array's elements (bundle entries), verbatim."""
+    return list(_items(text, "[", "]", _raw_value, "expected a JSON array"))
+
+
+def _items(text: str, opening: str, closing: str, read_item, not_a_container: str):
+    """Walk a container's items, each read by ``read_item(text, index) -> (item, end)``."""
     index = _skip(text, 0)
-    if not text.startswith("{", index):
-        raise FhirJsonError("a FHIR resource must be a JSON object")
+    if not text.startswith(opening, index):
+        raise FhirJsonError(not_a_container)
     index = _skip(text, index + 1)
-    if text.startswith("}", index):
-        return members
+    if text.startswith(closing, index):
+        return
     while True:
-        if not text.startswith('"', index):
-            raise FhirJsonError(f"expected a member name at offset {index}")
-        name, index = json.decoder.scanstring(text, index + 1)
-        index = _skip(text, index)
-        if not text.startswith(":", index):
-            raise FhirJsonError(f"expected ':' at offset {index}")
-        start = _skip(text, index + 1)
-        try:
-            _, end = _decoder.raw_decode(text, start)
-        except json.JSONDecodeError as error:
-            raise FhirJsonError(f"invalid JSON: {error.msg} at offset {error.pos}") from None
-        members.append((name, text[start:end]))
+        item, end = read_item(text, index)
+        yield item
         index = _skip(text, end)
         if text.startswith(",", index):
             index = _skip(text, index + 1)
-        elif text.startswith("}", index):
-            return members
+        elif text.startswith(closing, index):
+            return
         else:
-            raise FhirJsonError(f"expected ',' or '}}' at offset {index}")
+            raise FhirJsonError(f"expected ',' or '{closing}' at offset {index}")
+
+
+def _member(text: str, index: int) -> tuple[tuple[str, str], int]:
+    if not text.startswith('"', index):
+        raise FhirJsonError(f"expected a member name at offset {index}")
+    try:
+        name, index = json.decoder.scanstring(text, index + 1)
+    except json.JSONDecodeError as error:
+        raise FhirJsonError(f"invalid JSON: {error.msg} at offset {error.pos}") from None
+    index = _skip(text, index)
+    if not text.startswith(":", index):
+        raise FhirJsonError(f"expected ':' at offset {index}")
+    raw, end = _raw_value(text, _skip(text, index + 1))
+    return (name, raw), end
+
+
+def _raw_value(text: str, start: int) -> tuple[str, int]:
+    try:
+        _, end = _decoder.raw_decode(text, start)
+    except json.JSONDecodeError as error:
+        raise FhirJsonError(f"invalid JSON: {error.msg} at offset {error.pos}") from None
+    return text[start:end], end
 
 
 def join_members(members: list[tuple[str, str]]) -> str:
@@ -99,30 +120,6 @@ def _encode(value):
         yield str(value) if value.is_finite() else "null"
     else:  # bool, None, int, float
         yield json.dumps(value)
-
-
-def split_array(text: str) -> list[str]:
-    """The raw texts of a JSON array's elements (bundle entries), verbatim."""
-    elements: list[str] = []
-    index = _skip(text, 0)
-    if not text.startswith("[", index):
-        raise FhirJsonError("expected a JSON array")
-    index = _skip(text, index + 1)
-    if text.startswith("]", index):
-        return elements
-    while True:
-        try:
-            _, end = _decoder.raw_decode(text, index)
-        except json.JSONDecodeError as error:
-            raise FhirJsonError(f"invalid JSON: {error.msg} at offset {error.pos}") from None
-        elements.append(text[index:end])
-        index = _skip(text, end)
-        if text.startswith(",", index):
-            index = _skip(text, index + 1)
-        elif text.startswith("]", index):
-            return elements
-        else:
-            raise FhirJsonError(f"expected ',' or ']' at offset {index}")
 
 
 def _skip(text: str, index: int) -> int:

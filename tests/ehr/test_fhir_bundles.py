@@ -134,3 +134,11 @@ def test_conditional_update_creates_then_updates(fhir):
     assert (created.status_code, updated.status_code) == (201, 200)
     assert updated.json()["id"] == created.json()["id"]
     assert updated.json()["meta"]["versionId"] == "2"
+
+
+@pytest.mark.parametrize("body", ['{"resourceType', '{"resourceType": "Bundle", "type": "batch", "entry": [{"req'])
+def test_truncated_bundles_are_400(fhir, body):
+    response = fhir.post("/fhir", body)
+
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["code"] == "structure"
