@@ -67,3 +67,23 @@ def test_any_bytes_posted_to_the_base_answer_4xx(fhir, body):
 
     assert 400 <= response.status_code < 500
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+VALID_BUNDLE = json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
+    {"fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111111",
+     "resource": {"resourceType": "Patient", "name": [{"family": "Cut"}], "birthDate": "1970-01-01"},
+     "request": {"method": "POST", "url": "Patient"}},
+    {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                  "subject": {"reference": "urn:uuid:11111111-1111-4111-8111-111111111111"},
+                  "valueQuantity": {"value": 1.50}},
+     "request": {"method": "POST", "url": "Observation"}},
+]})
+
+
+@SETTINGS
+@given(st.integers(min_value=0, max_value=len(VALID_BUNDLE) - 1))
+def test_a_bundle_cut_anywhere_answers_400_and_writes_nothing(fhir, cut):
+    response = fhir.post("/fhir", VALID_BUNDLE[:cut])
+
+    assert response.status_code == 400, (cut, response.content[:300])
+    assert Resource.objects.count() == 0
