@@ -34,7 +34,7 @@ def resource_vread(*, resource_type: str, logical_id: str, version_id: str) -> R
     require_resource_type(resource_type)
     version = ResourceVersion.objects.filter(
         resource_type=resource_type, logical_id=logical_id,
-        version_id=int(version_id) if version_id.isdigit() else -1,
+        version_id=int(version_id) if version_id.isascii() and version_id.isdigit() and len(version_id) < 10 else -1,
     ).first()
     if version is None:
         raise FhirError(404, "not-found", f"{resource_type}/{logical_id}/_history/{version_id} is not known")

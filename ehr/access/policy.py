@@ -126,19 +126,24 @@ def check_role(ctx: AccessContext, interaction: str, resource_type: str = "") ->
     raise FhirError(403, "forbidden", f"This account may not {interaction} {resource_type or 'any'} resources")
 
 
-def check_row(ctx: AccessContext, row: Resource | ResourceVersion) -> None:
-    """Refuse a resource (or a version, by its resource) outside the caller's rules."""
+def check_row(ctx: AccessContext, row: Resource | ResourceVersion, *, write: bool = False) -> None:
+    """Refuse a resource (or a version, by its resource) outside the caller's rules.
+
+    Breaking the glass opens reading only: an emergency never lets a caller write, and so
+    never lets it move a patient (and the patient's records) to its own hospital.
+    """
     resource = row.resource if isinstance(row, ResourceVersion) else row
-    if ctx.break_glass or owns(ctx, resource):
+    if (ctx.break_glass and not write) or owns(ctx, resource):
         return
     raise FhirError(403, "forbidden", f"{row.resource_type}/{row.logical_id} is outside this account's access")
 
 
-def check_existing(ctx: AccessContext, resource_type: str, logical_id: str) -> Resource | None:
+def check_existing(ctx: AccessContext, resource_type: str, logical_id: str,
+                   interaction: str = "read") -> Resource | None:
     """``check_row`` on the stored resource if there is one (deleted ones included); returns it."""
     row = Resource.objects.filter(resource_type=resource_type, logical_id=logical_id).first()
     if row is not None:
-        check_row(ctx, row)
+        check_row(ctx, row, write=interaction in WRITES)
     return row
 
 
@@ -147,7 +152,7 @@ def authorize(ctx: AccessContext, interaction: str, resource_type: str,
     """Type-level check, then the stored resource's (for an instance interaction); returns it."""
     check_type(ctx, resource_type, interaction)
     if logical_id is not None:
-        return check_existing(ctx, resource_type, logical_id)
+        return check_existing(ctx, resource_type, logical_id, interaction)
     return None
 
 
@@ -181,8 +186,11 @@ def _organization_records(organization_id: str) -> Q:
 
 
 def visible(ctx: AccessContext, interaction: str = "read") -> Q:
-    """Resources the caller may see in a search, history or ``$everything`` (Q on Resource)."""
-    if ctx.break_glass:
+    """Resources the caller may see in a search, history or ``$everything`` (Q on Resource).
+
+    For a write (conditional create or update matching) the emergency override never applies.
+    """
+    if ctx.break_glass and interaction not in WRITES:
         rules = Q()
     else:
         rules = owned(ctx)

@@ -56,7 +56,8 @@ def read(request: HttpRequest, resource_type: str, logical_id: str) -> HttpRespo
     _allow(request, "GET")
     ctx = _context(request)
     _check_scope(ctx, "read")
-    entry = AuditEntry.objects.filter(pk=int(logical_id)).first() if logical_id.isdigit() else None
+    entry = (AuditEntry.objects.filter(pk=int(logical_id)).first()
+             if logical_id.isascii() and logical_id.isdigit() and len(logical_id) < 19 else None)
     if entry is None:
         raise FhirError(404, "not-found", f"AuditEvent/{logical_id} is not known")
     if not AuditEntry.objects.filter(_entries_visible(ctx, entry.patient_id), pk=entry.pk).exists():

@@ -14,6 +14,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from django.db import transaction
+from django.db.models import Q
 
 from ehr import fhirjson
 from ehr.fhir import FhirError, issue, operation_outcome, parse_resource, require_resource_type
@@ -53,6 +54,7 @@ class Context:
     return_resources: bool
     organization_id: str | None
     authorize: Authorize | None = None
+    visible: Q | None = None  # what conditional entries may match (the caller's records)
 
     def check(self, interaction: str, resource_type: str, target: str | None = None,
               row: Resource | None = None) -> None:
@@ -61,14 +63,15 @@ class Context:
 
 
 def bundle_process(*, text: str, handle_get: GetHandler, return_resources: bool = False,
-                   organization_id: str | None = None, authorize: Authorize | None = None) -> tuple[int, str]:
+                   organization_id: str | None = None, authorize: Authorize | None = None,
+                   visible: Q | None = None) -> tuple[int, str]:
     """Run a batch or transaction Bundle; returns (HTTP status, response Bundle or outcome text).
 
     ``authorize`` (the caller's access policy) sees every write entry before and after it
     runs; a refusal fails that entry (batch) or the whole Bundle (transaction).
     """
     bundle_type, entries = _parse_bundle(text)
-    context = Context(handle_get, return_resources, organization_id, authorize)
+    context = Context(handle_get, return_resources, organization_id, authorize, visible)
     if bundle_type == "transaction":
         with transaction.atomic():
             _run_transaction(entries, context)
@@ -141,7 +144,8 @@ def _assign_identities(entries: list[Entry], context: Context) -> dict[str, str]
             context.check("create", resource_type)
             if entry.if_none_exist:
                 try:
-                    matches = single._conditional_matches(resource_type, single._criteria(entry.if_none_exist))
+                    matches = single._conditional_matches(resource_type, single._criteria(entry.if_none_exist),
+                                                         context.visible)
                 except FhirError as error:
                     raise FhirError(error.status, error.code,
                                     f"entry[{entry.index}] ifNoneExist: {error.diagnostics}") from None
@@ -194,7 +198,8 @@ def _run_batch_entry(entry: Entry, context: Context) -> None:
                 context.check("create", resource_type)
                 outcome = single.resource_create(resource_type=resource_type, text=entry.resource_text or "",
                                                  if_none_exist=entry.if_none_exist,
-                                                 organization_id=context.organization_id)
+                                                 organization_id=context.organization_id,
+                                                 visible=context.visible)
                 context.check("create", resource_type, outcome.resource.logical_id, outcome.resource)
                 entry.response = _response(outcome.resource, "201 Created" if outcome.created else "200 OK",
                                            context.return_resources)
@@ -221,7 +226,8 @@ def _run_entry(entry: Entry, context: Context) -> int:
         context.check("update", resource_type, "?" + query)
         outcome = single.resource_conditional_update(resource_type=resource_type, query=query,
                                                      text=entry.resource_text or "",
-                                                     organization_id=context.organization_id)
+                                                     organization_id=context.organization_id,
+                                                     visible=context.visible)
         context.check("update", resource_type, outcome.resource.logical_id, outcome.resource)
         entry.response = _response(outcome.resource, _status_line(outcome.status), return_resources)
     elif entry.method == "PUT":

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 import jsonpatch
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 
 from ehr import fhirjson
 from ehr.fhir import FhirError, check_id, parse_resource, require_resource_type
@@ -34,13 +35,13 @@ class WriteOutcome:
 
 
 def resource_create(*, resource_type: str, text: str, if_none_exist: str | None = None,
-                    organization_id: str | None = None) -> WriteOutcome:
+                    organization_id: str | None = None, visible: Q | None = None) -> WriteOutcome:
     """Create with a server-assigned id (any id in the body is replaced, as the spec says)."""
     require_resource_type(resource_type)
     parsed = parse_resource(text, expected_type=resource_type)
     with transaction.atomic():
         if if_none_exist is not None:
-            existing = _conditional_matches(resource_type, _criteria(if_none_exist))
+            existing = _conditional_matches(resource_type, _criteria(if_none_exist), visible)
             if existing:
                 return WriteOutcome(existing[0], created=False)
         pending = Pending(resource_type, new_id(), text, parsed, "POST", organization_id)
@@ -70,12 +71,12 @@ def resource_update(*, resource_type: str, logical_id: str, text: str, if_match:
 
 
 def resource_conditional_update(*, resource_type: str, query: str, text: str,
-                                organization_id: str | None = None) -> WriteOutcome:
+                                organization_id: str | None = None, visible: Q | None = None) -> WriteOutcome:
     """PUT Type?criteria: create on no match, update the one match, 412 on several."""
     require_resource_type(resource_type)
     parsed = parse_resource(text, expected_type=resource_type)
     with transaction.atomic():
-        matches = _conditional_matches(resource_type, _criteria(query))
+        matches = _conditional_matches(resource_type, _criteria(query), visible)
         if not matches:
             logical_id = parsed.get("id") or new_id()
             check_id(logical_id)
@@ -159,8 +160,13 @@ def _criteria(query: str) -> list[tuple[str, str]]:
     return criteria
 
 
-def _conditional_matches(resource_type: str, criteria: list[tuple[str, str]]) -> list[Resource]:
-    """Resources matching the criteria, serialized per criteria for the rest of the transaction."""
+def _conditional_matches(resource_type: str, criteria: list[tuple[str, str]],
+                         visible: Q | None = None) -> list[Resource]:
+    """Resources matching the criteria, serialized per criteria for the rest of the transaction.
+
+    Only resources the caller may see can match (``visible``): a conditional request must not
+    reveal, by its answer, what another hospital holds.
+    """
     from ehr.search import SearchError, parse_search, run_search
 
     key = resource_type + "?" + "&".join(f"{k}={v}" for k, v in sorted(criteria))
@@ -171,7 +177,7 @@ def _conditional_matches(resource_type: str, criteria: list[tuple[str, str]]) ->
                              strict=True)
     except SearchError as error:
         raise FhirError(400, error.code, f"Invalid criteria: {error.message}") from None
-    matches = run_search(query).matches
+    matches = run_search(query, visible=visible).matches
     if len(matches) > 1:
         raise FhirError(412, "multiple-matches", f"The criteria match more than one {resource_type}")
     return matches

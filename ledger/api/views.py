@@ -67,7 +67,7 @@ class AuditEventProofView(LedgerAPIView):
                    409: NotAnchoredSerializer},
     )
     def get(self, request: Request, id: str) -> Response:
-        entry = audit_entry_get(entry_id=int(id)) if id.isdigit() and len(id) < 19 else None
+        entry = audit_entry_get(entry_id=int(id)) if id.isascii() and id.isdigit() and len(id) < 19 else None
         if entry is None:
             return error_response(status.HTTP_404_NOT_FOUND, "not_found", "no such audit event")
         try:

@@ -411,3 +411,41 @@ def test_other_roles_may_not_read_the_audit_log(as_role, world, role):
 
     assert response.status_code == 403
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+# --- found in review: break-the-glass writes, conditional probing -------------------------------
+
+def test_breaking_the_glass_never_opens_writes(as_role, world):
+    fhir = as_role(Role.CLINICIAN)
+    path = f"/fhir/Patient/{world.patient_b}"
+    taken = {**fhir.get(path, HTTP_CARRACK_BREAK_GLASS="ER").json(),
+             "managingOrganization": {"reference": f"Organization/{A}"}}
+    before = snapshot()
+
+    response = fhir.put(path, taken, HTTP_CARRACK_BREAK_GLASS="ER")
+
+    assert_denied(response, before)
+    assert Resource.objects.get(logical_id=world.obs_b).organization_id == B
+
+
+def test_conditional_create_does_not_reveal_another_hospitals_patient(as_role, world):
+    fhir_b = as_role(Role.CLINICIAN, organization=B)
+    ident = {"identifier": [{"system": "urn:ssn", "value": "123-45-6789"}]}
+    assert fhir_b.post("/fhir/Patient", patient("Secret", **ident)).status_code == 201
+    fhir_a = as_role(Role.CLINICIAN)
+
+    response = fhir_a.post("/fhir/Patient", patient("Mine", **ident),
+                           HTTP_IF_NONE_EXIST="identifier=urn:ssn|123-45-6789")
+
+    assert response.status_code == 201
+    assert response.json()["name"][0]["family"] == "Mine"
+
+
+def test_conditional_update_never_replaces_another_hospitals_resource(as_role, world):
+    fhir_a = as_role(Role.CLINICIAN)
+
+    response = fhir_a.put("/fhir/Patient?family=beta", patient("Alpha2"))
+
+    assert response.status_code == 201
+    assert world.patient_b not in response.content.decode()
+    assert Resource.objects.get(logical_id=world.patient_b).version_id == 1

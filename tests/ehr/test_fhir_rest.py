@@ -256,3 +256,15 @@ def test_metadata_with_a_bad_token_is_still_401(client, db):
     response = client.get("/fhir/metadata", HTTP_AUTHORIZATION="Bearer nonsense")
 
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize("path", [
+    "/fhir/Patient/abc/_history/²",
+    "/fhir/Patient/_history?_offset=99999999999999999999999",
+    "/fhir/_history?_count=99999999999999999999",
+])
+def test_odd_numbers_in_the_path_or_query_are_4xx_not_500(fhir, path):
+    response = fhir.get(path)
+
+    assert 400 <= response.status_code < 500
+    assert response.json()["resourceType"] == "OperationOutcome"

@@ -215,3 +215,10 @@ def test_the_user_who_made_the_access_sees_its_salt(anchored, client):
     client.force_login(get_user_model().objects.create_user("dr-who"))
 
     assert "salt" in client.get(proof_url(anchored[1].pk)).json()
+
+
+def test_a_non_ascii_digit_id_is_404_in_the_error_shape(user_client):
+    response = user_client.get(proof_url("²"))
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
