@@ -124,9 +124,12 @@ def verify_proof(proof: dict, *, rpc_url: str, timeout: float = 10.0) -> tuple[b
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         return False, f"malformed proof document ({type(error).__name__}: {error})"
     what = "event and leaf" if "salt" in proof else "leaf"
+    # The contract and the member come from the proof: the summary names them so the reader
+    # can compare them with the consortium's published addresses.
     return True, (f"{what} of entry seq {proof['entry']['seq']} are in root {_hex(root)} anchored "
-                  f"for seq {anchor['first_seq']}..{anchor['last_seq']} by transaction "
-                  f"{anchor['transaction']} in block {anchor['block_number']} on chain {anchor['chain_id']}")
+                  f"for seq {anchor['first_seq']}..{anchor['last_seq']} by member {anchor['member']} "
+                  f"on contract {anchor['contract']}, transaction {anchor['transaction']} in block "
+                  f"{anchor['block_number']} on chain {anchor['chain_id']}")
 
 
 def verify_offline(proof: dict) -> bytes:
@@ -136,6 +139,10 @@ def verify_offline(proof: dict) -> bytes:
     entry, tree, anchor = proof["entry"], proof["merkle"], proof["anchor"]
     seq = int(entry["seq"])
     leaf = _unhex(entry["leaf_hash"], "entry.leaf_hash")
+    if ("event" in entry) != ("salt" in proof):
+        raise ProofInvalid("the event and the salt come together: one without the other proves nothing")
+    if not isinstance(anchor.get("member"), str):
+        raise ProofInvalid("the proof does not name the member that anchored the root")
     if "event" in entry:
         event = entry["event"].encode()
         if entry_hash(_unhex(entry["prev_hash"], "entry.prev_hash"), seq, event) != \
@@ -189,7 +196,7 @@ def _is_anchored_log(log: dict, contract: str, anchor: dict, root: bytes) -> boo
     return (
         log["address"].lower() == contract
         and len(topics) == 3 and topics[0] == ANCHORED_TOPIC
-        and (member is None or topics[1] == "0x" + member.lower()[2:].rjust(64, "0"))
+        and topics[1] == "0x" + member.lower()[2:].rjust(64, "0")
         and int(topics[2], 16) == int(anchor["first_seq"])
         and len(data) == 64
         and int.from_bytes(data[:32], "big") == int(anchor["last_seq"])

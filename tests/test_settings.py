@@ -48,6 +48,7 @@ def test_production_starts_with_safe_values():
         ({"CHAIN_PRIVATE_KEY": ANVIL_DEFAULT_PRIVATE_KEYS[0]}, "public development key"),
         ({"CHAIN_PRIVATE_KEY": ANVIL_DEFAULT_PRIVATE_KEYS[1].upper().replace("0X", "0x")},
          "public development key"),
+        ({"CHAIN_PRIVATE_KEY": ANVIL_DEFAULT_PRIVATE_KEYS[2].removeprefix("0x")}, "public development key"),
     ],
 )
 def test_production_refuses_unsafe_values(overrides, message):

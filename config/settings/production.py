@@ -15,10 +15,13 @@ if DEBUG:
     raise ImproperlyConfigured("DJANGO_DEBUG must be off in production.")
 if not CHAIN_PRIVATE_KEY:
     raise ImproperlyConfigured("CHAIN_PRIVATE_KEY must be set (the node's signing key).")
-if CHAIN_PRIVATE_KEY.lower() in ANVIL_DEFAULT_PRIVATE_KEYS:
+if "0x" + CHAIN_PRIVATE_KEY.lower().removeprefix("0x") in ANVIL_DEFAULT_PRIVATE_KEYS:
     raise ImproperlyConfigured("CHAIN_PRIVATE_KEY is a public development key; use the node's own.")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # container health checks speak plain HTTP inside
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)

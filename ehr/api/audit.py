@@ -39,6 +39,8 @@ INTERACTIONS = {
     ("auditevent", "GET"): "read",
 }
 PATIENT_SEARCH_PARAMS = ("patient", "subject", "_id")
+# Not a valid Django username, so no account can claim the unauthenticated requests' entries.
+ANONYMOUS = "(anonymous)"
 
 
 @dataclass
@@ -78,7 +80,7 @@ def write_audit(request: HttpRequest, record: AccessRecord, response: HttpRespon
     status = response.status_code
     outcome = "0" if status < 400 else "4" if status < 500 else "8"
     user = request.user
-    agent = user.get_username() if user.is_authenticated else "anonymous"
+    agent = user.get_username() if user.is_authenticated else ANONYMOUS
     now = timezone.now()
     event = audit_event_balp(
         interaction=record.interaction, agent=agent, outcome=outcome, recorded=now,

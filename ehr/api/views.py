@@ -145,6 +145,7 @@ def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpR
         services.resource_delete(resource_type=resource_type, logical_id=logical_id)
         return fhir_response(None, 204)
     row = selectors.resource_present(stored, resource_type=resource_type, logical_id=logical_id)
+    request.access.patient_id = row.patient_id
     if request.headers.get("If-None-Match") == f'W/"{row.version_id}"':
         return fhir_response(None, 304, headers=resource_headers(row, base))
     return fhir_response(row.text, headers=resource_headers(row, base))
@@ -154,9 +155,10 @@ def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpR
 @fhir_endpoint("vread")
 def vread(request: HttpRequest, resource_type: str, logical_id: str, version_id: str) -> HttpResponse:
     _allow(request, "GET", "HEAD")
-    policy.authorize(_context(request), "vread", resource_type, logical_id)
+    stored = policy.authorize(_context(request), "vread", resource_type, logical_id)
     version = selectors.resource_vread(resource_type=resource_type, logical_id=logical_id,
                                        version_id=version_id)
+    request.access.patient_id = stored.patient_id if stored else None
     return fhir_response(version.text, headers=resource_headers(version, base_url(request)))
 
 
@@ -193,6 +195,9 @@ def _search(request: HttpRequest, resource_type: str | None, params: list[tuple[
         result = run_search(query, visible=policy.visible(ctx, "search"))
     except SearchError as error:
         raise FhirError(400, error.code, error.message) from None
+    patients = {row.patient_id for row in result.matches if row.patient_id}
+    if len(patients) == 1:  # the usual case: a search within one patient's record
+        request.access.patient_id = patients.pop()
     body = searchset_bundle(result, base_url=base_url(request), resource_type=resource_type, query=query)
     return fhir_response(body)
 

@@ -72,7 +72,7 @@ def test_refused_requests_are_audited_and_write_nothing_else(fhir, client):
     fhir.post("/fhir/Patient", {"resourceType": "Patient", "birthDate": "nope"})
 
     denied, invalid = AuditEntry.objects.order_by("id")
-    assert (denied.agent, denied.outcome) == ("anonymous", "4")
+    assert (denied.agent, denied.outcome) == ("(anonymous)", "4")
     assert (invalid.agent, invalid.outcome) == ("integration", "4")
     assert "HTTP 422" in invalid.event
     assert Resource.objects.count() == 0
@@ -104,3 +104,14 @@ def test_an_access_that_cannot_be_audited_is_refused(fhir):
     assert response.status_code == 500
     assert response.json()["issue"][0]["diagnostics"] == "The access could not be audited"
     assert Resource.objects.count() == 0
+
+
+def test_reads_and_searches_of_a_patients_records_name_the_patient(fhir):
+    owner = fhir.create(patient())
+    obs = fhir.create(observation(f"Patient/{owner['id']}"))
+
+    fhir.get(f"/fhir/Observation/{obs['id']}")
+    fhir.get(f"/fhir/Observation/{obs['id']}/_history/1")
+    fhir.get("/fhir/Observation?code=8867-4")
+
+    assert [e.patient_id for e in AuditEntry.objects.order_by("-id")[:3]] == [owner["id"]] * 3

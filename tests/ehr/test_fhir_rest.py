@@ -249,7 +249,7 @@ def test_metadata_is_public_for_smart_discovery_and_still_audited(client, db):
 
     assert response.status_code == 200
     assert response.json()["rest"][0]["security"]["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
-    assert AuditEntry.objects.get().agent == "anonymous"
+    assert AuditEntry.objects.get().agent == "(anonymous)"
 
 
 def test_metadata_with_a_bad_token_is_still_401(client, db):

@@ -222,3 +222,26 @@ def test_a_non_ascii_digit_id_is_404_in_the_error_shape(user_client):
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    (lambda p: p.pop("salt"), "come together"),
+    (lambda p: p["entry"].pop("event"), "come together"),
+    (lambda p: p["anchor"].update(member=None), "does not name the member"),
+])
+def test_half_proofs_are_refused(anchored, staff_client, change, reason):
+    proof = staff_client.get(proof_url(anchored[3].pk)).json()
+    change(proof)
+
+    ok, why = proofs.verify_proof(proof, rpc_url=RPC)
+
+    assert not ok and reason in why
+
+
+def test_a_valid_proof_names_the_contract_and_member_it_was_checked_against(anchored, staff_client):
+    proof = staff_client.get(proof_url(anchored[3].pk)).json()
+
+    ok, summary = proofs.verify_proof(proof, rpc_url=RPC)
+
+    assert ok
+    assert proof["anchor"]["contract"] in summary and proof["anchor"]["member"] in summary
