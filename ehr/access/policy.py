@@ -133,7 +133,8 @@ def check_row(ctx: AccessContext, row: Resource | ResourceVersion, *, write: boo
     never lets it move a patient (and the patient's records) to its own hospital.
     """
     resource = row.resource if isinstance(row, ResourceVersion) else row
-    if (ctx.break_glass and not write) or owns(ctx, resource):
+    in_patient_context = not patient_scoped(ctx) or (bool(ctx.patient_id) and resource.patient_id == ctx.patient_id)
+    if in_patient_context and ((ctx.break_glass and not write) or owns(ctx, resource)):
         return
     raise FhirError(403, "forbidden", f"{row.resource_type}/{row.logical_id} is outside this account's access")
 
@@ -157,6 +158,16 @@ def authorize(ctx: AccessContext, interaction: str, resource_type: str,
 
 
 # --- filters --------------------------------------------------------------------------------
+
+def patient_scoped(ctx: AccessContext) -> bool:
+    """SMART ``patient/`` scopes only: the token is limited to one patient's compartment.
+
+    That patient is the caller's own (a patient's profile); a token with only ``patient/``
+    scopes and no patient in context sees nothing.
+    """
+    scopes = ctx.scopes.scopes if ctx.scopes is not None else ()
+    return bool(scopes) and all(scope.context == "patient" for scope in scopes)
+
 
 def owns(ctx: AccessContext, row: Resource) -> bool:
     """``owned`` evaluated on one row already in hand (no query)."""
@@ -194,6 +205,8 @@ def visible(ctx: AccessContext, interaction: str = "read") -> Q:
         rules = Q()
     else:
         rules = owned(ctx)
+    if patient_scoped(ctx):
+        rules &= Q(patient_id=ctx.patient_id) if ctx.patient_id else NOTHING
     if ctx.scopes is None:
         return rules
     from ehr.searchparams import resource_types

@@ -449,3 +449,13 @@ def test_conditional_update_never_replaces_another_hospitals_resource(as_role, w
     assert response.status_code == 201
     assert world.patient_b not in response.content.decode()
     assert Resource.objects.get(logical_id=world.patient_b).version_id == 1
+
+
+def test_patient_scopes_limit_a_clinician_token_to_a_patient_context(as_role, world):
+    fhir = as_role(Role.CLINICIAN, scope="patient/*.rs")
+
+    search = fhir.get("/fhir/Observation")
+    read = fhir.get(f"/fhir/Observation/{world.obs_a}")
+
+    assert search.status_code == 200 and search.json()["total"] == 0
+    assert read.status_code == 403
