@@ -143,8 +143,8 @@ def fhir_endpoint(kind: str):
                 with transaction.atomic():
                     response = _answer(view, request, args, kwargs, public=kind in PUBLIC_KINDS)
                     write_audit(request, request.access, response)
-            except Exception:  # noqa: BLE001 - an access that cannot be audited is refused
-                logger.exception("audit entry could not be written: %s %s", request.method, request.path)
+            except Exception as error:  # noqa: BLE001 - an access that cannot be audited is refused
+                _log_failure("audit entry could not be written", request, error)
                 return outcome_response(FhirError(500, "exception", "The access could not be audited"))
             return response
 
@@ -164,6 +164,12 @@ def _answer(view, request: HttpRequest, args, kwargs, *, public: bool) -> HttpRe
         return outcome_response(error)
     except RequestDataTooBig:
         return outcome_response(FhirError(413, "too-costly", "The request body is too large"))
-    except Exception:  # noqa: BLE001 - the one place that must answer no matter what
-        logger.exception("FHIR request failed: %s %s", request.method, request.path)
+    except Exception as error:  # noqa: BLE001 - the one place that must answer no matter what
+        _log_failure("FHIR request failed", request, error)
         return outcome_response(FhirError(500, "exception", "Internal error; the request was not applied"))
+
+
+def _log_failure(what: str, request: HttpRequest, error: Exception) -> None:
+    """The error's type at ERROR; the traceback (whose messages may quote values) only at DEBUG."""
+    logger.error("%s: %s %s (%s)", what, request.method, request.path, type(error).__name__)
+    logger.debug("%s: traceback", what, exc_info=error)
