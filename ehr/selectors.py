@@ -1,14 +1,16 @@
-"""Reads that are not searches: read, vread and history (instance, type, system)."""
+"""Reads that are not searches: read, vread, history (instance, type, system) and $everything."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from ehr.fhir import FhirError, require_resource_type
-from ehr.models import Resource, ResourceVersion
+from ehr.models import ReferenceIndex, Resource, ResourceVersion
+from ehr.searchparams import patient_compartment, resource_types
 
 HISTORY_DEFAULT_COUNT = 50
 HISTORY_MAX_COUNT = 500
@@ -81,19 +83,9 @@ def patient_everything(*, logical_id: str, offset: int = 0, count: int = HISTORY
 
     ``visible`` (the caller's access filter) applies to the page and the total.
     """
-    from django.db.models import Exists, OuterRef
-
-    from ehr.models import ReferenceIndex
-    from ehr.searchparams import patient_compartment, resource_types
-
     patient = resource_read(resource_type="Patient", logical_id=logical_id)
-    links = Q()
-    for resource_type in resource_types():
-        codes = patient_compartment(resource_type)
-        if codes:
-            links |= Q(resource_type=resource_type, param__in=codes)
     linked = ReferenceIndex.objects.filter(
-        links, resource_id=OuterRef("pk"), target_type="Patient", target_id=logical_id
+        _compartment_links(), resource_id=OuterRef("pk"), target_type="Patient", target_id=logical_id
     )
     members = Resource.objects.filter(Q(pk=patient.pk) | Q(Exists(linked)), deleted=False)
     if visible is not None:
@@ -101,3 +93,14 @@ def patient_everything(*, logical_id: str, offset: int = 0, count: int = HISTORY
     count = max(0, min(count, HISTORY_MAX_COUNT))
     page = list(members.order_by("resource_type", "id")[offset:offset + count])
     return page, members.count()
+
+
+@cache
+def _compartment_links() -> Q:
+    """Index rows that put a resource in a Patient's compartment: (type, parameter) pairs."""
+    links = Q()
+    for resource_type in resource_types():
+        codes = patient_compartment(resource_type)
+        if codes:
+            links |= Q(resource_type=resource_type, param__in=codes)
+    return links

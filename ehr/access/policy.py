@@ -5,8 +5,8 @@ records of the patients under care in its organization and the organization's re
 that belong to no patient; a patient reads their own compartment; researchers, data
 protection officers and administrators have no chart access (the DPO reads the audit
 log). Every interaction also needs the SMART scope letter of its action. A clinician
-may override the role rules by declaring an emergency (``Carrack-Break-Glass: reason``);
-the access is then allowed and its audit entry flagged.
+may override the role rules for reading by declaring an emergency
+(``Carrack-Break-Glass: reason``); the access is then allowed and its audit entry flagged.
 
 Single resources are checked with ``check_type`` then ``check_row``; searches, history
 and ``$everything`` filter with the ``visible`` Q so that a hidden resource is never
@@ -16,11 +16,12 @@ returned nor counted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 from django.http import HttpRequest
 
+from ehr.access.scopes import ScopeSet
 from ehr.fhir import FhirError
 from ehr.models import AccessProfile, Resource, ResourceVersion, Role
 
@@ -36,10 +37,6 @@ ACTIONS = {
 WRITES = ("create", "update", "patch", "delete")
 CHART_ROLES = (Role.CLINICIAN, Role.INTEGRATION)
 NOTHING = Q(pk__in=[])
-
-
-class ScopeSet(Protocol):
-    def allows(self, resource_type: str, action: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -169,31 +166,29 @@ def patient_scoped(ctx: AccessContext) -> bool:
     return bool(scopes) and all(scope.context == "patient" for scope in scopes)
 
 
+def _ownership(ctx: AccessContext) -> tuple[str, str] | None:
+    """The one Resource column and value that make a row the caller's, by role.
+
+    Clinicians and integrations own their organization's records (decided at write time,
+    ``ehr.services.storage``: one indexed equality); a patient owns their compartment.
+    """
+    if ctx.role in CHART_ROLES and ctx.organization_id:
+        return "organization_id", ctx.organization_id
+    if ctx.role == Role.PATIENT and ctx.patient_id:
+        return "patient_id", ctx.patient_id
+    return None
+
+
 def owns(ctx: AccessContext, row: Resource) -> bool:
     """``owned`` evaluated on one row already in hand (no query)."""
-    if ctx.role in CHART_ROLES and ctx.organization_id:
-        return row.organization_id == ctx.organization_id
-    if ctx.role == Role.PATIENT and ctx.patient_id:
-        return row.patient_id == ctx.patient_id
-    return False
+    ownership = _ownership(ctx)
+    return ownership is not None and getattr(row, ownership[0]) == ownership[1]
 
 
 def owned(ctx: AccessContext) -> Q:
     """Resources the role rules allow, scopes aside (deleted ones included)."""
-    if ctx.role in CHART_ROLES and ctx.organization_id:
-        return _organization_records(ctx.organization_id)
-    if ctx.role == Role.PATIENT and ctx.patient_id:
-        return Q(patient_id=ctx.patient_id)
-    return NOTHING
-
-
-def _organization_records(organization_id: str) -> Q:
-    """What the hospital owns: its patients' compartments and what it wrote outside any patient.
-
-    Ownership is decided at write time (``ehr.services.storage``), so this is one indexed
-    equality, cheap inside every search, count and include.
-    """
-    return Q(organization_id=organization_id)
+    ownership = _ownership(ctx)
+    return Q(**{ownership[0]: ownership[1]}) if ownership else NOTHING
 
 
 def visible(ctx: AccessContext, interaction: str = "read") -> Q:
@@ -214,7 +209,3 @@ def visible(ctx: AccessContext, interaction: str = "read") -> Q:
     types = resource_types()
     allowed = [t for t in types if scope_allows(ctx, t, interaction)]
     return rules if len(allowed) == len(types) else rules & Q(resource_type__in=allowed)
-
-
-def visible_resources(ctx: AccessContext, interaction: str = "read") -> QuerySet[Resource]:
-    return Resource.objects.filter(visible(ctx, interaction))

@@ -26,8 +26,6 @@ logger = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json-patch+json")
-XML_MARKERS = ("xml",)
-FORMAT_ALIASES = {"json": FHIR_JSON, "application/json": FHIR_JSON, "application/fhir+json": FHIR_JSON}
 
 
 def fhir_response(body: str | dict | None, status: int = 200, *, headers: dict | None = None,
@@ -56,8 +54,8 @@ def resource_headers(row: Resource | ResourceVersion, base_url: str) -> dict[str
 
 def negotiate(request: HttpRequest) -> None:
     """Refuse XML (406 for answers, 415 for bodies) and any body that is not JSON."""
-    wanted = request.GET.get("_format") or request.headers.get("Accept", "")
-    if any(marker in wanted.lower() for marker in XML_MARKERS) and "json" not in wanted.lower():
+    wanted = (request.GET.get("_format") or request.headers.get("Accept", "")).lower()
+    if "xml" in wanted and "json" not in wanted:
         raise FhirError(406, "not-supported", "Only JSON is supported (application/fhir+json)")
     if request.method in ("POST", "PUT", "PATCH") and request.body:
         content_type = request.content_type.lower()

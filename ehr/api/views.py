@@ -48,14 +48,12 @@ def system(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         ctx = _context(request)
         wants_resources = prefer(request, "return") == "representation"
-        status, body = services.bundle_process(
+        request.access.interaction, body = services.bundle_process(
             text=_body(request), handle_get=_get_handler(request), return_resources=wants_resources,
             organization_id=ctx.organization_id, authorize=_entry_authorizer(ctx),
             visible=policy.visible(ctx, "update"),
         )
-        if body.startswith('{"resourceType":"Bundle","type":"batch-response"'):
-            request.access.interaction = "batch"
-        return fhir_response(body, status)
+        return fhir_response(body)
     return _search(request, None, _query_params(request))
 
 

@@ -64,8 +64,10 @@ class Context:
 
 def bundle_process(*, text: str, handle_get: GetHandler, return_resources: bool = False,
                    organization_id: str | None = None, authorize: Authorize | None = None,
-                   visible: Q | None = None) -> tuple[int, str]:
-    """Run a batch or transaction Bundle; returns (HTTP status, response Bundle or outcome text).
+                   visible: Q | None = None) -> tuple[str, str]:
+    """Run a batch or transaction Bundle; returns its type and the response Bundle's text.
+
+    A refused transaction raises ``FhirError`` (its OperationOutcome is the answer).
 
     ``authorize`` (the caller's access policy) sees every write entry before and after it
     runs; a refusal fails that entry (batch) or the whole Bundle (transaction).
@@ -75,14 +77,12 @@ def bundle_process(*, text: str, handle_get: GetHandler, return_resources: bool 
     if bundle_type == "transaction":
         with transaction.atomic():
             _run_transaction(entries, context)
-        kind = "transaction-response"
     else:
         for entry in entries:
             _run_batch_entry(entry, context)
-        kind = "batch-response"
-    body = (f'{{"resourceType":"Bundle","type":"{kind}","entry":['
+    body = (f'{{"resourceType":"Bundle","type":"{bundle_type}-response","entry":['
             + ",".join(entry.response for entry in entries) + "]}")
-    return 200, body
+    return bundle_type, body
 
 
 def _parse_bundle(text: str) -> tuple[str, list[Entry]]:

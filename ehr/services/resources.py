@@ -18,6 +18,7 @@ from django.db.models import Q
 from ehr import fhirjson
 from ehr.fhir import FhirError, check_id, parse_resource, require_resource_type
 from ehr.models import Resource
+from ehr.selectors import resource_present
 
 from .storage import Pending, insert_new, mark_deleted, new_id, replace_current
 
@@ -98,7 +99,8 @@ def resource_patch(*, resource_type: str, logical_id: str, patch_text: str,
     except (fhirjson.FhirJsonError, jsonpatch.InvalidJsonPatch, TypeError) as error:
         raise FhirError(400, "structure", f"Invalid JSON Patch: {error}") from None
     with transaction.atomic():
-        row = _existing(_locked(resource_type, logical_id), resource_type, logical_id)
+        row = resource_present(_locked(resource_type, logical_id), resource_type=resource_type,
+                               logical_id=logical_id)
         _check_version(row, if_match)
         try:
             patched = patch.apply(fhirjson.loads(row.text))
@@ -125,14 +127,6 @@ def resource_delete(*, resource_type: str, logical_id: str) -> Resource:
 def _locked(resource_type: str, logical_id: str) -> Resource | None:
     return (Resource.objects.select_for_update()
             .filter(resource_type=resource_type, logical_id=logical_id).first())
-
-
-def _existing(row: Resource | None, resource_type: str, logical_id: str) -> Resource:
-    if row is None:
-        raise FhirError(404, "not-found", f"{resource_type}/{logical_id} is not known")
-    if row.deleted:
-        raise FhirError(410, "deleted", f"{resource_type}/{logical_id} has been deleted")
-    return row
 
 
 def _insert_unless_raced(pending: Pending) -> Resource | None:

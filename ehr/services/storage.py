@@ -1,7 +1,7 @@
 """Low-level persistence shared by every write: stamp id and meta, store versions, rewrite indexes.
 
-Writes are batched (``bulk_create``) so a transaction Bundle of thousands of resources
-costs a handful of statements per table, not one per resource.
+Writes are batched (one INSERT for the resources, COPY for versions and index rows) so a
+transaction Bundle of thousands of resources costs a few statements per table, not one per resource.
 """
 
 from __future__ import annotations
