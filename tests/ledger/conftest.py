@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 
+import pytest
+from django.conf import settings as django_settings
 from web3 import Web3
 
 from ledger import merkle
 from ledger.audit import audit_append, audit_range_leaves, audit_sequence
+from ledger.chain.web3_client import Web3ChainClient
 from ledger.models import AnchorBatch, AuditEntry
+from ledger.services import contracts_deploy
 
 RPC = os.environ.get("CHAIN_RPC_URL", "http://127.0.0.1:8545")
 
@@ -47,3 +51,18 @@ def configure_anchoring(settings, *, max_entries: int) -> None:
     settings.AUDIT_ANCHOR_CONFIRMATIONS = 1
     settings.AUDIT_ANCHOR_RESEND_SECONDS = 30
     settings.AUDIT_ANCHOR_REPLACE_AFTER = 3
+
+
+@pytest.fixture
+def own_chain(anvil_node, deployments_file, settings) -> Web3ChainClient:
+    """A client of this test's own anvil (which it may stop), AuditAnchor deployed, settings on it."""
+    settings.CHAIN_RPC_URL = anvil_node.url
+    client = Web3ChainClient(rpc_url=anvil_node.url, private_key=settings.CHAIN_PRIVATE_KEY, timeout=1.0)
+    deploy_anchor(client, deployments_file)
+    return client
+
+
+def deploy_anchor(client, registry) -> str:
+    """AuditAnchor's address on the client's chain, deployed there if it is not yet."""
+    return contracts_deploy(client=client, names=["AuditAnchor"], build_dir=django_settings.CONTRACTS_BUILD_DIR,
+                            registry=registry)["AuditAnchor"]["address"]

@@ -24,7 +24,6 @@ from ledger.audit import audit_append, audit_range_leaves
 from ledger.chain import chain_client
 from ledger.chain.web3_client import Web3ChainClient
 from ledger.models import AnchorBatch, AuditEntry
-from ledger.services import contracts_deploy
 from ledger.tasks import anchor_audit
 
 from tests.ledger.conftest import configure_anchoring
@@ -38,21 +37,6 @@ RESEND = 30
 def anchoring_settings(settings):
     configure_anchoring(settings, max_entries=1000)
     return settings
-
-
-@pytest.fixture
-def own_chain(anvil_node, deployments_file):
-    """A client of this test's own anvil, with AuditAnchor deployed there."""
-    client = Web3ChainClient(rpc_url=anvil_node.url, private_key=settings.CHAIN_PRIVATE_KEY,
-                             timeout=1.0)
-    _deploy(client, deployments_file)
-    return client
-
-
-def _deploy(client, registry) -> str:
-    return contracts_deploy(client=client, names=["AuditAnchor"],
-                            build_dir=settings.CONTRACTS_BUILD_DIR,
-                            registry=registry)["AuditAnchor"]["address"]
 
 
 def append(count: int) -> None:

@@ -24,12 +24,10 @@ import requests
 from ledger import merkle, proofs
 from ledger.anchoring import anchor_tick
 from ledger.audit import audit_range_leaves
-from ledger.chain.web3_client import Web3ChainClient
 from ledger.models import AnchorBatch, AuditEntry, AuditSalt
-from ledger.services import contracts_deploy
 from tests.ehr.conftest import *  # noqa: F403  (the ``fhir`` fixture and whatever it needs)
 from tests.ehr.conftest import observation, patient
-from tests.ledger.conftest import configure_anchoring
+from tests.ledger.conftest import configure_anchoring, deploy_anchor
 
 pytestmark = [pytest.mark.chain, pytest.mark.django_db(transaction=True)]
 
@@ -44,14 +42,9 @@ def anchoring_settings(settings):
 
 
 @pytest.fixture
-def node_chain(anvil_node, deployments_file, settings):
-    """A client of this test's own anvil, AuditAnchor deployed, settings pointing at it."""
-    settings.CHAIN_RPC_URL = anvil_node.url
-    client = Web3ChainClient(rpc_url=anvil_node.url, private_key=settings.CHAIN_PRIVATE_KEY,
-                             timeout=1.0)
-    deployed = contracts_deploy(client=client, names=["AuditAnchor"],
-                                build_dir=settings.CONTRACTS_BUILD_DIR, registry=deployments_file)
-    return client, deployed["AuditAnchor"]["address"]
+def node_chain(own_chain, deployments_file):
+    """The test's own chain client and AuditAnchor's address there."""
+    return own_chain, deploy_anchor(own_chain, deployments_file)
 
 
 def rpc(url: str, method: str, *params):
