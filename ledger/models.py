@@ -71,3 +71,107 @@ class AuditSalt(models.Model):
 
     entry = models.OneToOneField(AuditEntry, primary_key=True, on_delete=models.CASCADE)
     salt = models.BinaryField()
+
+
+class ConsentToken(models.Model):
+    """Mirror of one consent token: a permit (grantee, purpose, period) of a patient's Consent.
+
+    The chain is the source of truth; this row makes checks fast. It counts for access only
+    while ``status`` is "active" (grant confirmed on chain) and never once "revoked" (set
+    at once, in the EHR, before the revoke is mined). Fields: docs/consent.md.
+    """
+
+    PENDING, ACTIVE, REVOKED = "pending", "active", "revoked"
+
+    patient_id = models.CharField(max_length=64)
+    organization_id = models.CharField(max_length=64, null=True)  # the patient's hospital
+    consent_id = models.CharField(max_length=64)
+    consent_version = models.IntegerField()
+    consent_hash = models.BinaryField()  # SHA-256 of the stored Consent version
+    grantee = models.CharField(max_length=128)  # "Organization/b" | "ResearchStudy/x"
+    purpose = models.CharField(max_length=16)  # HL7 v3 PurposeOfUse code
+    valid_from = models.DateTimeField(null=True)  # None = no start (0 on chain)
+    valid_until = models.DateTimeField(null=True)  # exclusive; None = no end (0 on chain)
+    serial = models.IntegerField(default=0)
+    pseudonym = models.BinaryField()
+    terms = models.BinaryField()
+    status = models.CharField(max_length=8, default=PENDING)
+    created = models.DateTimeField(auto_now_add=True)
+    # Known once the grant is signed (chain id, contract and issuer are part of the id).
+    token_id = models.CharField(max_length=66, null=True, unique=True)
+    chain_id = models.BigIntegerField(null=True)
+    contract = models.CharField(max_length=42, null=True)
+    issuer = models.CharField(max_length=42, null=True)
+    grant_tx_hash = models.CharField(max_length=66, null=True)
+    grant_block = models.BigIntegerField(null=True)
+    confirmed_at = models.DateTimeField(null=True)
+    revoked_at = models.DateTimeField(null=True)
+    revoke_tx_hash = models.CharField(max_length=66, null=True)
+    revoke_block = models.BigIntegerField(null=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["grantee", "purpose", "patient_id"], name="consenttoken_check",
+                         condition=models.Q(status="active")),
+            models.Index(fields=["patient_id", "status"], name="consenttoken_patient"),
+        ]
+
+    def __str__(self) -> str:
+        return f"consent token {self.pk} {self.grantee} {self.purpose} ({self.status})"
+
+
+class ConsentDeny(models.Model):
+    """A deny provision of an active Consent: it overrides every permit it covers.
+
+    ``grantee`` / ``purpose`` None means any. Replaced whenever the patient's Consents change.
+    """
+
+    patient_id = models.CharField(max_length=64, db_index=True)
+    consent_id = models.CharField(max_length=64)
+    consent_version = models.IntegerField()
+    grantee = models.CharField(max_length=128, null=True)
+    purpose = models.CharField(max_length=16, null=True)
+    valid_from = models.DateTimeField(null=True)
+    valid_until = models.DateTimeField(null=True)
+
+    def __str__(self) -> str:
+        return f"consent deny {self.patient_id} {self.grantee or '*'} {self.purpose or '*'}"
+
+
+class ConsentChainTx(models.Model):
+    """Outbox of consent transactions: signed and persisted before they are sent.
+
+    "queued" (decided, not signed) → "sent" (bytes persisted, broadcast) → "mined";
+    "cancelled" when a queued grant was revoked before it was ever signed.
+    """
+
+    GRANT, REVOKE = "grant", "revoke"
+
+    token = models.ForeignKey(ConsentToken, on_delete=models.PROTECT, related_name="transactions")
+    action = models.CharField(max_length=8)
+    status = models.CharField(max_length=10, default="queued")
+    created = models.DateTimeField(auto_now_add=True)
+    chain_id = models.BigIntegerField(null=True)
+    contract = models.CharField(max_length=42, null=True)
+    signer = models.CharField(max_length=42, null=True)
+    nonce = models.BigIntegerField(null=True)
+    raw_tx = models.BinaryField(null=True)
+    tx_hash = models.CharField(max_length=66, null=True)
+    sent_at = models.DateTimeField(null=True)
+    attempts = models.PositiveIntegerField(default=0)
+    block_number = models.BigIntegerField(null=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "id"], name="consentchaintx_open")]
+
+    def __str__(self) -> str:
+        return f"consent {self.action} tx {self.pk} ({self.status})"
+
+
+class ChainCursor(models.Model):
+    """The last block a chain listener has processed (one row per listener)."""
+
+    name = models.CharField(max_length=32, primary_key=True)
+    chain_id = models.BigIntegerField()
+    contract = models.CharField(max_length=42)
+    block = models.BigIntegerField()

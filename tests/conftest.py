@@ -17,7 +17,7 @@ import pytest
 from django.conf import settings
 
 from config.stack.services import BASE_DIR, AnvilServer, free_port
-from ledger.chain import chain_client, load_artifact
+from ledger.chain import chain_client, consent_client, load_artifact
 from ledger.services import contracts_deploy
 
 # anvil's second default account: a non-member for role tests (public development key).
@@ -49,6 +49,7 @@ def deployed(chain, deployments_file) -> dict[str, dict]:
         names=settings.CHAIN_CONTRACTS,
         build_dir=settings.CONTRACTS_BUILD_DIR,
         registry=deployments_file,
+        consent_member=consent_client().address,
     )
 
 

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from config.stack.services import free_port
-
+from ledger.chain import consent_client, load_artifact
 from ledger.services import contracts_deploy
 
 
@@ -66,8 +66,23 @@ def test_an_address_without_code_is_redeployed(chain, deployments_file):
 def test_command_prints_addresses(deployments_file, capsys):
     call_command("chain_deploy")
 
-    address = json.loads(deployments_file.read_text())["31337"]["AuditAnchor"]["address"]
-    assert capsys.readouterr().out.strip() == f"contracts: AuditAnchor {address}"
+    entries = json.loads(deployments_file.read_text())["31337"]
+    assert capsys.readouterr().out.strip() == (f"contracts: AuditAnchor {entries['AuditAnchor']['address']}, "
+                                               f"ConsentRegistry {entries['ConsentRegistry']['address']}")
+
+
+def test_consent_key_is_a_registry_member_also_on_a_reused_deployment(chain, deployments_file):
+    call_command("chain_deploy")
+    entry = json.loads(deployments_file.read_text())["31337"]["ConsentRegistry"]
+    registry = load_artifact("ConsentRegistry", settings.CONTRACTS_BUILD_DIR)
+    role = chain.call(registry, entry["address"], "MEMBER_ROLE")
+    member = consent_client().address
+    chain.transact(registry, entry["address"], "revokeRole", role, member)
+
+    call_command("chain_deploy")
+
+    assert json.loads(deployments_file.read_text())["31337"]["ConsentRegistry"] == entry
+    assert chain.call(registry, entry["address"], "hasRole", role, member) is True
 
 
 def test_command_fails_with_a_message_when_the_chain_is_down(deployments_file, settings):

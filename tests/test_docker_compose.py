@@ -44,7 +44,8 @@ def compose() -> dict:
 
 @pytest.fixture(scope="module")
 def settings_variables() -> set[str]:
-    env = dict(os.environ, DJANGO_SECRET_KEY="s" * 50, CHAIN_PRIVATE_KEY="0x" + "cd" * 32)
+    env = dict(os.environ, DJANGO_SECRET_KEY="s" * 50, CHAIN_PRIVATE_KEY="0x" + "cd" * 32,
+               CONSENT_PRIVATE_KEY="0x" + "ef" * 32, CONSENT_PSEUDONYM_KEY="p" * 40, DEID_SECRET="d" * 40)
     result = subprocess.run([sys.executable, "-c", RECORD_SETTINGS_READS], cwd=BASE_DIR,
                             env=env, capture_output=True, text=True, check=True)
     return set(json.loads(result.stdout)) | {"DJANGO_SETTINGS_MODULE"}
@@ -88,5 +89,6 @@ def test_production_settings_are_used_and_secrets_are_required(compose):
     environment = compose["services"]["web"]["environment"]
 
     assert environment["DJANGO_SETTINGS_MODULE"] == "config.settings.production"
-    for secret in ("DJANGO_SECRET_KEY", "CHAIN_PRIVATE_KEY"):
+    for secret in ("DJANGO_SECRET_KEY", "CHAIN_PRIVATE_KEY", "CONSENT_PRIVATE_KEY", "CONSENT_PSEUDONYM_KEY",
+                   "DEID_SECRET"):
         assert re.fullmatch(r"\$\{%s:\?[^}]+\}" % secret, environment[secret])

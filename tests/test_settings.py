@@ -15,6 +15,9 @@ SAFE = {
     "DJANGO_SECRET_KEY": "k" * 50,
     "DJANGO_DEBUG": "false",
     "CHAIN_PRIVATE_KEY": "0x" + "ab" * 32,
+    "CONSENT_PRIVATE_KEY": "0x" + "cd" * 32,
+    "CONSENT_PSEUDONYM_KEY": "p" * 40,
+    "DEID_SECRET": "d" * 40,
 }
 
 
@@ -49,6 +52,11 @@ def test_production_starts_with_safe_values():
         ({"CHAIN_PRIVATE_KEY": ANVIL_DEFAULT_PRIVATE_KEYS[1].upper().replace("0X", "0x")},
          "public development key"),
         ({"CHAIN_PRIVATE_KEY": ANVIL_DEFAULT_PRIVATE_KEYS[2].removeprefix("0x")}, "public development key"),
+        ({"CONSENT_PRIVATE_KEY": None}, "CONSENT_PRIVATE_KEY must be set"),
+        ({"CONSENT_PRIVATE_KEY": ANVIL_DEFAULT_PRIVATE_KEYS[2]}, "public development key"),
+        ({"CONSENT_PRIVATE_KEY": "0x" + "ab" * 32}, "must differ from CHAIN_PRIVATE_KEY"),
+        ({"CONSENT_PSEUDONYM_KEY": None}, "CONSENT_PSEUDONYM_KEY must be set"),
+        ({"CONSENT_PSEUDONYM_KEY": "short"}, "CONSENT_PSEUDONYM_KEY must be set"),
     ],
 )
 def test_production_refuses_unsafe_values(overrides, message):

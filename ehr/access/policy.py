@@ -15,7 +15,7 @@ returned nor counted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db.models import Q
@@ -24,6 +24,7 @@ from django.http import HttpRequest
 from ehr.access.scopes import ScopeSet
 from ehr.fhir import FhirError
 from ehr.models import AccessProfile, Resource, ResourceVersion, Role
+from ledger.consents.check import consent_check, consent_tokens_for, consented_patients
 
 BREAK_GLASS_HEADER = "Carrack-Break-Glass"
 # FHIR interaction → SMART v2 scope letter.
@@ -37,6 +38,8 @@ ACTIONS = {
 WRITES = ("create", "update", "patch", "delete")
 CHART_ROLES = (Role.CLINICIAN, Role.INTEGRATION)
 NOTHING = Q(pk__in=[])
+# Reading another hospital's patient needs that patient's consent for this purpose of use.
+TREATMENT = "TREAT"
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class AccessContext:
     patient_id: str | None = None
     scopes: ScopeSet | None = None
     break_glass_reason: str | None = None
+    # Consent tokens that allowed this request's reads (recorded in its audit entry).
+    consent_tokens: list[str] = field(default_factory=list, compare=False)
 
     @property
     def break_glass(self) -> bool:
@@ -113,8 +118,14 @@ def check_type(ctx: AccessContext, resource_type: str, interaction: str) -> None
 
 
 def check_role(ctx: AccessContext, interaction: str, resource_type: str = "") -> None:
-    """Refuse roles that may never do this (system-level searches and history use it alone)."""
-    if ctx.role == Role.PATIENT and interaction not in WRITES and ctx.patient_id:
+    """Refuse roles that may never do this (system-level searches and history use it alone).
+
+    Consents are the exception to read-only roles: patients write their own, and the data
+    protection officer reads and writes everyone's.
+    """
+    if ctx.role == Role.PATIENT and ctx.patient_id and (interaction not in WRITES or resource_type == "Consent"):
+        return
+    if ctx.role == Role.DPO and resource_type == "Consent":
         return
     if ctx.role in CHART_ROLES and ctx.organization_id:
         return
@@ -133,7 +144,33 @@ def check_row(ctx: AccessContext, row: Resource | ResourceVersion, *, write: boo
     in_patient_context = not patient_scoped(ctx) or (bool(ctx.patient_id) and resource.patient_id == ctx.patient_id)
     if in_patient_context and ((ctx.break_glass and not write) or owns(ctx, resource)):
         return
+    if in_patient_context and not write and _consented(ctx, resource.patient_id):
+        return
+    if ctx.role == Role.DPO and resource.resource_type == "Consent":
+        return
     raise FhirError(403, "forbidden", f"{row.resource_type}/{row.logical_id} is outside this account's access")
+
+
+def _consented(ctx: AccessContext, patient_id: str | None) -> bool:
+    """A chart role of another hospital reads a patient who consented to it for treatment."""
+    if not (patient_id and ctx.role in CHART_ROLES and ctx.organization_id):
+        return False
+    token = consent_check(patient_id=patient_id, grantee=_grantee(ctx), purpose=TREATMENT)
+    if token is not None:
+        ctx.consent_tokens.append(token)
+    return token is not None
+
+
+def note_consents(ctx: AccessContext, patient_ids: set[str | None]) -> None:
+    """Record the tokens that let a search or ``$everything`` show these patients' records."""
+    wanted = {p for p in patient_ids if p}
+    if wanted and ctx.role in CHART_ROLES and ctx.organization_id and not ctx.break_glass:
+        ctx.consent_tokens.extend(consent_tokens_for(patient_ids=wanted, grantee=_grantee(ctx),
+                                                     purpose=TREATMENT))
+
+
+def _grantee(ctx: AccessContext) -> str:
+    return f"Organization/{ctx.organization_id}"
 
 
 def check_existing(ctx: AccessContext, resource_type: str, logical_id: str,
@@ -200,6 +237,10 @@ def visible(ctx: AccessContext, interaction: str = "read") -> Q:
         rules = Q()
     else:
         rules = owned(ctx)
+        if interaction not in WRITES and ctx.role in CHART_ROLES and ctx.organization_id:
+            rules |= Q(patient_id__in=consented_patients(grantee=_grantee(ctx), purpose=TREATMENT))
+        if ctx.role == Role.DPO:
+            rules |= Q(resource_type="Consent")
     if patient_scoped(ctx):
         rules &= Q(patient_id=ctx.patient_id) if ctx.patient_id else NOTHING
     if ctx.scopes is None:

@@ -7,9 +7,9 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
-from oauthlib.common import generate_token
 from oauth2_provider.models import AccessToken, Application
 from oauth2_provider.settings import oauth2_settings
+from oauthlib.common import generate_token
 
 from ehr.models import AccessProfile, ClientScopes, Role
 

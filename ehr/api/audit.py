@@ -87,9 +87,15 @@ def write_audit(request: HttpRequest, record: AccessRecord, response: HttpRespon
         observer=settings.NODE_NAME, resource=record.resource, patient=record.patient_id,
         query=record.query, outcome_description=None if status < 400 else f"HTTP {status}",
         purpose_of_use=record.purpose_of_use, break_glass=record.break_glass_reason is not None,
-        break_glass_reason=record.break_glass_reason,
+        break_glass_reason=record.break_glass_reason, consent_tokens=_consent_tokens(request),
     )
     audit_append(event=event, patient_id=record.patient_id, agent=agent, outcome=outcome, recorded=now)
+
+
+def _consent_tokens(request: HttpRequest) -> list[str]:
+    """The consent tokens the access rules relied on (``policy.AccessContext.consent_tokens``)."""
+    ctx = getattr(request, "access_context", None)
+    return sorted(set(ctx.consent_tokens)) if ctx is not None else []
 
 
 def _patient_in_query(resource_type: str | None, query: str) -> str | None:

@@ -27,7 +27,6 @@ from .http import (
     written_response,
 )
 
-
 MAX_OFFSET = 2**31 - 1  # PostgreSQL's OFFSET/LIMIT take bigints; anything larger is an error
 
 
@@ -194,6 +193,7 @@ def _search(request: HttpRequest, resource_type: str | None, params: list[tuple[
     except SearchError as error:
         raise FhirError(400, error.code, error.message) from None
     patients = {row.patient_id for row in result.matches if row.patient_id}
+    policy.note_consents(ctx, patients)
     if len(patients) == 1:  # the usual case: a search within one patient's record
         request.access.patient_id = patients.pop()
     body = searchset_bundle(result, base_url=base_url(request), resource_type=resource_type, query=query)

@@ -9,8 +9,8 @@ independently. Responses list the entries in request order.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 from urllib.parse import urlsplit
 
 from django.db import transaction

@@ -9,15 +9,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 
 from django.db import connection
 from django.utils import timezone
 
 from ehr import fhirjson
 from ehr.indexing import IndexValues, extract_index_values
-from ehr.searchparams import patient_compartment
 from ehr.models import INDEX_MODELS, Resource, ResourceVersion
+from ehr.searchparams import patient_compartment
+from ledger.consents.tokens import consent_tokens_refresh
 
 # Which list of ``IndexValues`` feeds the index table of each parameter type.
 VALUE_LISTS = {"string": "strings", "token": "tokens", "date": "dates", "reference": "references",
@@ -42,7 +43,7 @@ def new_id() -> str:
 
 def instant(moment: datetime) -> str:
     """FHIR instant in UTC with a Z, as written in meta.lastUpdated."""
-    return moment.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def stamp(pending: Pending, *, version_id: int, last_updated: datetime) -> str:
@@ -74,6 +75,7 @@ def insert_new(pendings: list[Pending], now: datetime | None = None) -> list[Res
     Resource.objects.bulk_create(rows)
     _store_versions(rows, [p.method for p in pendings])
     write_indexes(rows, values)
+    _consents_changed(rows)
     return rows
 
 
@@ -84,6 +86,7 @@ def replace_current(row: Resource, pending: Pending, now: datetime | None = None
     row.last_updated = now
     row.deleted = False
     row.text = stamp(pending, version_id=row.version_id, last_updated=now)
+    previous_patient = row.patient_id
     values = _derive_patient(row, pending)
     previous_owner = row.organization_id
     _assign_owners([row], [pending])
@@ -95,7 +98,15 @@ def replace_current(row: Resource, pending: Pending, now: datetime | None = None
     _store_versions([row], [pending.method])
     clear_indexes([row.pk])
     write_indexes([row], [values])
+    _consents_changed([row], previous_patient)
     return row
+
+
+def _consents_changed(rows: list[Resource], previous_patient: str | None = None) -> None:
+    """A written Consent changes its patient's consent tokens, in this same transaction."""
+    consents = [row for row in rows if row.resource_type == "Consent"]
+    if consents:
+        consent_tokens_refresh(patient_ids={previous_patient, *(row.patient_id for row in consents)})
 
 
 def _derive_patient(row: Resource, pending: Pending) -> IndexValues:
@@ -150,6 +161,7 @@ def mark_deleted(row: Resource, now: datetime | None = None) -> Resource:
     row.save(update_fields=["version_id", "last_updated", "deleted", "text"])
     _store_versions([row], ["DELETE"])
     clear_indexes([row.pk])
+    _consents_changed([row], row.patient_id)
     return row
 
 

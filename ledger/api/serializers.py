@@ -51,3 +51,15 @@ class AuditProofSerializer(serializers.Serializer):
     salt = serializers.CharField(required=False, help_text="hex, only to callers allowed the entry")
     merkle = ProofMerkleSerializer()
     anchor = ProofAnchorSerializer()
+
+
+class ConsentProofSerializer(serializers.Serializer):
+    kind = serializers.CharField(help_text="carrack-consent-proof")
+    version = serializers.IntegerField()
+    token = serializers.DictField(help_text="id, chain_id, contract, issuer, valid_from, valid_until, serial")
+    terms = serializers.DictField(help_text="pseudonym, grantee, grantee_hash, purpose, consent_hash, terms")
+    consent = serializers.DictField(help_text="reference (Consent/id/_history/version) and hash")
+    grant = serializers.DictField(help_text="transaction and block_number (null until confirmed)")
+    revoke = serializers.DictField(allow_null=True)
+    status = serializers.CharField(help_text="the mirror's status: pending, active or revoked")
+    on_chain = serializers.DictField(help_text="the token's state read from the chain now")

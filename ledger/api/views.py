@@ -5,6 +5,8 @@ Errors are a fixed JSON shape ``{"error": {"code", "message"}}``, never a traceb
 
 from __future__ import annotations
 
+import re
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.permissions import IsAuthenticated
@@ -14,9 +16,19 @@ from rest_framework.views import APIView
 
 from ehr.models import AccessProfile, Role
 from ledger.audit import audit_entry_get
+from ledger.chain import consent_client
+from ledger.consents.proofs import consent_proof
+from ledger.models import ConsentToken
 from ledger.proofs import ProofUnavailable, audit_proof
 
-from .serializers import AuditProofSerializer, ErrorSerializer, NotAnchoredSerializer
+from .serializers import (
+    AuditProofSerializer,
+    ConsentProofSerializer,
+    ErrorSerializer,
+    NotAnchoredSerializer,
+)
+
+TOKEN_ID = re.compile(r"^0x[0-9a-f]{64}$")
 
 
 def error_response(http_status: int, code: str, message: str, **extra) -> Response:
@@ -75,3 +87,44 @@ class AuditEventProofView(LedgerAPIView):
         except ProofUnavailable as error:
             return error_response(status.HTTP_409_CONFLICT, "not_anchored", str(error), status=error.status)
         return Response(proof)
+
+
+def may_see_consent(user, token: ConsentToken) -> bool:
+    """Staff, the DPO, the patient, and the hospitals on either side of the grant."""
+    if user.is_staff:
+        return True
+    profile = AccessProfile.objects.filter(user=user).first()
+    if profile is None:
+        return False
+    if profile.role == Role.DPO:
+        return True
+    if profile.role == Role.PATIENT:
+        return bool(profile.patient_id) and profile.patient_id == token.patient_id
+    if profile.role in (Role.CLINICIAN, Role.INTEGRATION) and profile.organization_id:
+        return profile.organization_id == token.organization_id or \
+            token.grantee == f"Organization/{profile.organization_id}"
+    return False
+
+
+class ConsentProofView(LedgerAPIView):
+    @extend_schema(
+        operation_id="ledger_consent_proof",
+        summary="Proof of a consent token on chain",
+        description=("The token id and the fields it commits to (patient pseudonym, grantee, "
+                     "purpose, Consent version hash, period), the grant (and revoke) transaction "
+                     "and block, and the token's state on chain now. Check offline with "
+                     "`carrack-verify consent FILE --rpc URL [--block N]`."),
+        parameters=[OpenApiParameter("id", str, OpenApiParameter.PATH, description="token id (0x + 64 hex)")],
+        responses={200: ConsentProofSerializer, 403: ErrorSerializer, 404: ErrorSerializer,
+                   409: ErrorSerializer},
+    )
+    def get(self, request: Request, id: str) -> Response:
+        token_id = id.lower()
+        token = ConsentToken.objects.filter(token_id=token_id).first() if TOKEN_ID.match(token_id) else None
+        if token is None or not may_see_consent(request.user, token):
+            # One answer for both: a token id alone must not reveal that a patient consented.
+            return error_response(status.HTTP_404_NOT_FOUND, "not_found", "no such consent token")
+        if token.grant_tx_hash is None:
+            return error_response(status.HTTP_409_CONFLICT, "not_confirmed",
+                                  "the grant is not confirmed on chain yet")
+        return Response(consent_proof(token=token, client=consent_client()))

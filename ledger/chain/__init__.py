@@ -17,6 +17,7 @@ __all__ = [
     "LedgerUnavailable",
     "SignedTx",
     "chain_client",
+    "consent_client",
     "load_artifact",
 ]
 
@@ -46,17 +47,25 @@ class ChainClient(Protocol):
     def nonce(self, address: str, pending: bool) -> int: ...
     def fee_suggestion(self) -> tuple[int, int]: ...
     def events(self, artifact: Artifact, address: str, event: str, *, from_block: int = 0,
-               **filters: Any) -> list[dict]: ...
+               to_block: int | None = None, **filters: Any) -> list[dict]: ...
 
 
-def chain_client(*, rpc_url: str | None = None, timeout: float | None = None) -> ChainClient:
-    """The configured node and signing key (settings ``CHAIN_*``)."""
+def chain_client(*, rpc_url: str | None = None, timeout: float | None = None,
+                 private_key: str | None = None) -> ChainClient:
+    """The configured node and signing key (settings ``CHAIN_*``; consent tokens pass theirs)."""
     from django.conf import settings
 
     from .web3_client import Web3ChainClient
 
     return Web3ChainClient(
         rpc_url=rpc_url or settings.CHAIN_RPC_URL,
-        private_key=settings.CHAIN_PRIVATE_KEY,
+        private_key=private_key or settings.CHAIN_PRIVATE_KEY,
         timeout=timeout or settings.CHAIN_RPC_TIMEOUT,
     )
+
+
+def consent_client(*, rpc_url: str | None = None) -> ChainClient:
+    """The node's consent-token key (``CONSENT_PRIVATE_KEY``), apart from the anchoring key."""
+    from django.conf import settings
+
+    return chain_client(rpc_url=rpc_url, private_key=settings.CONSENT_PRIVATE_KEY)

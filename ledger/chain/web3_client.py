@@ -6,8 +6,9 @@ Every failure is translated here: connectivity problems become ``LedgerUnavailab
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import requests
 from eth_abi import decode as abi_decode
@@ -144,12 +145,13 @@ class Web3ChainClient:
         return 2 * base + priority, priority
 
     def events(self, artifact: Artifact, address: str, event: str, *, from_block: int = 0,
-               **filters: Any) -> list[dict]:
+               to_block: int | None = None, **filters: Any) -> list[dict]:
         """Mined logs of ``event`` (indexed arguments filtered), oldest first."""
         contract = self._contract(artifact, address)
         with _translated_errors(artifact):
             logs = contract.events[event]().get_logs(
-                from_block=from_block, to_block="latest", argument_filters=filters or None
+                from_block=from_block, to_block="latest" if to_block is None else to_block,
+                argument_filters=filters or None,
             )
         return [
             {

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ledger.chain import LedgerError, chain_client
+from ledger.chain import LedgerError, chain_client, consent_client
 from ledger.services import contracts_deploy
 
 
@@ -17,6 +17,7 @@ class Command(BaseCommand):
                 names=settings.CHAIN_CONTRACTS,
                 build_dir=settings.CONTRACTS_BUILD_DIR,
                 registry=settings.CHAIN_DEPLOYMENTS_FILE,
+                consent_member=consent_client().address,
             )
         except LedgerError as error:
             raise CommandError(str(error)) from None

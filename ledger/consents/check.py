@@ -1,0 +1,61 @@
+"""The one consent check: does a patient's consent let this grantee use the record for this purpose?
+
+Used by the FHIR access rules (another hospital's clinicians, purpose TREAT), and meant for
+research exports (HRESCH) and AI training inclusion. It reads only the PostgreSQL mirror:
+a token counts while it is *active* (grant confirmed on chain, not revoked) and the moment
+lies in its period, and no deny of the patient covers the grantee, purpose and moment.
+Fail closed: no token, a pending grant, a revoked or expired token all answer no.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from ledger.models import ConsentDeny, ConsentToken
+
+
+def consent_check(*, patient_id: str, grantee: str, purpose: str, at: datetime | None = None) -> str | None:
+    """The id of a token that allows the use, or None."""
+    moment = at or timezone.now()
+    token = (_active_tokens(grantee, purpose, moment).filter(patient_id=patient_id)
+             .values_list("token_id", flat=True).first())
+    if token is None or _denies(grantee, purpose, moment).filter(patient_id=patient_id).exists():
+        return None
+    return token
+
+
+def consented_patients(*, grantee: str, purpose: str, at: datetime | None = None) -> QuerySet:
+    """Ids of the patients whose consent allows the use now (a subquery for filters)."""
+    moment = at or timezone.now()
+    denied = _denies(grantee, purpose, moment).values("patient_id")
+    return (_active_tokens(grantee, purpose, moment).exclude(patient_id__in=denied)
+            .values("patient_id"))
+
+
+def consent_tokens_for(*, patient_ids: set[str], grantee: str, purpose: str,
+                       at: datetime | None = None) -> list[str]:
+    """Token ids that allowed access to these patients (for the audit entry)."""
+    moment = at or timezone.now()
+    denied = _denies(grantee, purpose, moment).values("patient_id")
+    return list(_active_tokens(grantee, purpose, moment).filter(patient_id__in=patient_ids)
+                .exclude(patient_id__in=denied).order_by("token_id").values_list("token_id", flat=True))
+
+
+def _active_tokens(grantee: str, purpose: str, moment: datetime) -> QuerySet:
+    return ConsentToken.objects.filter(
+        Q(valid_from__isnull=True) | Q(valid_from__lte=moment),
+        Q(valid_until__isnull=True) | Q(valid_until__gt=moment),
+        status=ConsentToken.ACTIVE, grantee=grantee, purpose=purpose,
+    )
+
+
+def _denies(grantee: str, purpose: str, moment: datetime) -> QuerySet:
+    return ConsentDeny.objects.filter(
+        Q(grantee__isnull=True) | Q(grantee=grantee),
+        Q(purpose__isnull=True) | Q(purpose=purpose),
+        Q(valid_from__isnull=True) | Q(valid_from__lte=moment),
+        Q(valid_until__isnull=True) | Q(valid_until__gt=moment),
+    )
