@@ -13,7 +13,9 @@ Three parts, each printing a Markdown table (pasted into docs/benchmarks.md):
 
 1. Gas: real ``gasUsed`` of ``AuditAnchor.anchor`` for batches of 1, 1,000 and 1,000,000 events
    (the roots are real RFC 6962 roots over synthetic leaves), against the reference of one
-   transaction per event (``--singles`` single-event anchors in a row).
+   transaction per event (``--singles`` single-event anchors in a row); then the other
+   transactions: deploy, member registration (``grantRole``), the no-op repeats and a repeat
+   older than the contract's window (mined with a fixed gas limit, reverts ``Overlap``).
 2. Sustained anchoring: one thread appends BALP AuditEvents with ``ledger.audit.audit_append`` at
    ``--rate`` events/s while another runs ``anchor_tick`` every second (AUDIT_ANCHOR_MAX_ENTRIES
    5000, interval 1 s, 1 confirmation) for ``--seconds``; events/s appended and anchored,
@@ -127,8 +129,8 @@ def gas_part(client, address: str, url: str, singles: int) -> tuple[list[list], 
     single_seconds = time.perf_counter() - t0
     next_seq = 2 + singles
 
-    rows = [["first anchor of a member (cold counter)", 1, first_anchor["gas"], float(first_anchor["gas"]),
-             first_anchor["calldata"], "-"]]
+    rows = [["first anchor of a member (registered, never anchored)", 1, first_anchor["gas"],
+             float(first_anchor["gas"]), first_anchor["calldata"], "-"]]
     reference = statistics.mean(single_gas)
     rows.append([f"reference: 1 tx per event ({singles} in a row, {min(single_gas):,}–{max(single_gas):,})",
                  1, round(reference),
@@ -157,8 +159,58 @@ def gas_part(client, address: str, url: str, singles: int) -> tuple[list[list], 
               flush=True)
     extra = {"single_min": min(single_gas), "single_max": max(single_gas),
              "single_tx_per_s": singles / single_seconds, "address": address,
-             "artifact": artifact}
+             "artifact": artifact,
+             "other": other_transactions(client, artifact, address, url, next_seq)}
     return rows, {"proofs": proof_inputs, **extra}
+
+
+def other_transactions(client, artifact, address: str, url: str, next_seq: int) -> list[list]:
+    """Gas of everything but a new anchor: deploy, registration, repeats (``next_seq``: the next
+    free seq of the node's member, whose last anchors are the three batches)."""
+    from eth_account import Account
+
+    from ledger.chain import ContractRejected
+
+    def gas(tx_hash: str) -> int:
+        return int(rpc(url, "eth_getTransactionReceipt", tx_hash)["gasUsed"], 16)
+
+    def triple(event: dict) -> tuple[int, int, bytes]:
+        return event["args"]["firstSeq"], event["args"]["lastSeq"], event["args"]["root"]
+
+    deployed = client.deploy(artifact, client.address)
+    role = client.call(artifact, address, "MEMBER_ROLE")
+    newcomer = Account.create().address
+    granted = client.transact(artifact, address, "grantRole", role, newcomer)
+    newest = client.events(artifact, address, "Anchored", member=client.address)[-16:]
+    repeat = [client.transact(artifact, address, "anchor", *triple(e))["transaction"]
+              for e in (newest[-1], newest[0])]
+    # The 17th newest anchor is out of the window: mined with a fixed gas limit, it reverts.
+    old = triple(client.events(artifact, address, "Anchored", member=client.address)[-17])
+    max_fee, priority = client.fee_suggestion()
+    signed = client.signed_call(artifact, address, "anchor", *old, gas=200_000,
+                                nonce=client.nonce(client.address, pending=True),
+                                max_fee_per_gas=max_fee, max_priority_fee_per_gas=priority)
+    client.send_raw(signed.raw)
+    while (receipt := client.receipt(signed.tx_hash)) is None:
+        time.sleep(0.05)
+    assert receipt["status"] == 0, "a repeat older than the window must revert"
+    try:  # the estimate (from the member) names the revert
+        client.signed_call(artifact, address, "anchor", *old, nonce=0, max_fee_per_gas=max_fee,
+                           max_priority_fee_per_gas=priority)
+        reason = "nothing"
+    except ContractRejected as error:
+        reason = str(error)
+    return [
+        ["deploy AuditAnchor", gas(deployed["transaction"])],
+        ["grantRole(MEMBER_ROLE, new member) = registration (16 ring slots, accumulator, "
+         "member slot)", gas(granted["transaction"])],
+        ["exact repeat of the newest anchor (no-op, no event)", gas(repeat[0])],
+        ["exact repeat of the 16th newest anchor (no-op, no event)", gas(repeat[1])],
+        [f"exact repeat of the 17th newest anchor (reverts {reason})", gas(signed.tx_hash)],
+        ["next anchor after these (steady state)", gas(client.transact(
+            artifact, address, "anchor", next_seq, next_seq + 999,
+            secrets.token_bytes(32))["transaction"])],
+    ]
 
 
 # --- 2. sustained anchoring --------------------------------------------------------------------
@@ -436,7 +488,9 @@ def main() -> None:
         gas_rows, gas_info = gas_part(client, address, node.url, args.singles)
         gas_table = table(["anchor transaction", "events", "gasUsed", "gas/event", "calldata bytes",
                            "gas/event vs 1 tx per event"], gas_rows)
+        other_table = table(["other transaction", "gasUsed"], gas_info["other"])
         print(gas_table, flush=True)
+        print(other_table, flush=True)
 
         print("\n## 3. proofs", flush=True)
         proof_rows = proofs_part(client, node.url, gas_info)
@@ -498,7 +552,8 @@ def main() -> None:
 
     machine = f"{os.cpu_count()} CPUs, {os.uname().sysname} {os.uname().release}"
     print("\n---\nmachine:", machine)
-    Path(state / "tables.md").write_text("\n\n".join([gas_table, proof_table, sustained_table, backlog_table]))
+    tables = [gas_table, other_table, proof_table, sustained_table, backlog_table]
+    Path(state / "tables.md").write_text("\n\n".join(tables))
     print(f"tables also in {state / 'tables.md'}")
 
 

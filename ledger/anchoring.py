@@ -17,7 +17,10 @@ When the chain shows something this node did not expect (the batch's nonce used 
 transaction is unknown, a reverted receipt, a no-op repeat), the contract's ``Anchored``
 events decide: the batch is confirmed with the transaction that anchored exactly its range
 and root, re-signed with a fresh nonce when its nonce went to an unrelated transaction, or
-reported as a conflict for an operator (never silently re-anchored).
+reported as a conflict for an operator (never silently re-anchored). The events, not the
+contract's storage, are the per-range record: the contract keeps only the member's last seq,
+an accumulator and its 16 most recent anchors (an exact repeat of one of those is a no-op
+without event; a repeat of an older one reverts ``Overlap``), and both outcomes end here.
 """
 
 from __future__ import annotations
@@ -165,7 +168,8 @@ def _confirm(client: ChainClient, batch: AnchorBatch, mined: dict, now: datetime
 def _reconcile(client: ChainClient, batch: AnchorBatch, now: datetime, report: TickReport) -> bool:
     """The batch's nonce is used but not (visibly) by an anchor of ours: ask the events.
 
-    Reached when the receipt is missing although the nonce is used, reverted, or a no-op.
+    Reached when the receipt is missing although the nonce is used, reverted (e.g. a repeat
+    older than the contract's no-op window), or a no-op (a repeat of a recent anchor).
     """
     events = client.events(_artifact(), batch.contract, "Anchored",
                            from_block=_deploy_block(batch.chain_id, batch.contract),

@@ -21,6 +21,8 @@ from .models import AnchorBatch, AuditEntry, AuditSalt
 # pg_advisory_xact_lock key of the sequencer ("carrack-audit-seq" folded into a bigint).
 SEQUENCE_LOCK = 0x4341524B53455131
 SALT_BYTES = 32
+# agent.policy of an access a consent token allowed: this prefix and the token id (0x…).
+CONSENT_TOKEN_URN = "urn:carrack:consent-token:"
 OUTCOMES = {"0", "4", "8", "12"}
 
 
@@ -142,13 +144,15 @@ def audit_event_balp(*, interaction: str, agent: str, outcome: str, recorded: da
                      query: str | None = None, client: str | None = None,
                      purpose_of_use: str = "TREAT", break_glass: bool = False,
                      break_glass_reason: str | None = None,
-                     outcome_description: str | None = None) -> dict:
+                     outcome_description: str | None = None,
+                     consent_tokens: list[str] | tuple[str, ...] = ()) -> dict:
     """A FHIR R4 AuditEvent in the IHE Basic Audit Log Patterns (BALP) RESTful shape.
 
     ``resource`` is a relative reference (``Observation/1/_history/2``), ``patient`` the
     patient's id, ``query`` the search string, ``observer`` this node's name. Break the
     glass adds ``BTG`` to the user's purposeOfUse (with the reason as text) and to the
-    event's purposeOfEvent, so it can be searched and reported.
+    event's purposeOfEvent, so it can be searched and reported. ``consent_tokens`` are the
+    consent tokens that allowed the access; they become the user agent's ``policy`` URIs.
     """
     if interaction not in INTERACTION_ACTIONS:
         raise ValueError(f"unknown FHIR interaction {interaction!r}")
@@ -165,7 +169,8 @@ def audit_event_balp(*, interaction: str, agent: str, outcome: str, recorded: da
         "recorded": recorded.isoformat(),
         "outcome": outcome,
         "purposeOfEvent": purposes,
-        "agent": _agents(agent=agent, client=client, observer=observer, purposes=purposes),
+        "agent": _agents(agent=agent, client=client, observer=observer, purposes=purposes,
+                         policies=[f"{CONSENT_TOKEN_URN}{token}" for token in consent_tokens]),
         "source": {"observer": {"display": observer}, "type": [{
             "system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4",
             "display": "Application Server"}]},
@@ -178,14 +183,17 @@ def audit_event_balp(*, interaction: str, agent: str, outcome: str, recorded: da
     return event
 
 
-def _agents(*, agent: str, client: str | None, observer: str, purposes: list[dict]) -> list[dict]:
-    agents = [{
+def _agents(*, agent: str, client: str | None, observer: str, purposes: list[dict],
+            policies: list[str]) -> list[dict]:
+    user = {
         "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
                              "code": "IRCP", "display": "information recipient"}]},
         "who": {"identifier": {"value": agent}},
         "requestor": True,
+        **({"policy": policies} if policies else {}),
         "purposeOfUse": purposes,
-    }, {
+    }
+    agents = [user, {
         "type": {"coding": [{"system": _DCM, "code": "110152", "display": "Destination Role ID"}]},
         "who": {"display": observer},
         "requestor": False,
@@ -238,7 +246,8 @@ def audit_verify(*, rpc_url: str | None, chunk: int = 5_000) -> tuple[int, int]:
     """Recompute the hash chain from seq 1 and each confirmed batch's root; check its anchor.
 
     Returns (entries, batches) checked; raises ``LedgerDiffers`` naming the first entry
-    (seq and id) that differs. ``rpc_url=None`` skips the on-chain check.
+    (seq and id) that differs. ``rpc_url=None`` skips the on-chain checks: each batch's
+    ``Anchored`` event, then each member's on-chain accumulator against all its batches.
     """
     batches = audit_confirmed_batches()
     ranges = {batch.first_seq: batch for batch in batches}
@@ -268,6 +277,8 @@ def audit_verify(*, rpc_url: str | None, chunk: int = 5_000) -> tuple[int, int]:
     missing = [b for b in batches if b.last_seq > expected]
     if missing:
         raise LedgerDiffers(f"batch {missing[0].first_seq}..{missing[0].last_seq}: entries are missing")
+    if rpc_url is not None:
+        _check_histories(batches, rpc_url)
     return expected, len(batches)
 
 
@@ -283,3 +294,24 @@ def _check_batch(batch: AnchorBatch, leaves: list[bytes], rpc_url: str | None) -
         proofs.check_anchor(rpc_url, proofs.anchor_fields(batch), root)
     except proofs.ProofInvalid as error:
         raise LedgerDiffers(f"{where}: on chain, {error}") from None
+
+
+def _check_histories(confirmed: list[AnchorBatch], rpc_url: str) -> None:
+    """Per (chain, contract, member): the chain's accumulator covers exactly our batches.
+
+    The per-batch events show that each batch is on chain; this shows that nothing else
+    is (an anchor the database lost or never made). Batches still in flight may already be
+    mined, so they are offered after the confirmed ones.
+    """
+    groups: dict[tuple[int, str, str], list[AnchorBatch]] = {}
+    for batch in confirmed:
+        groups.setdefault((batch.chain_id, batch.contract, batch.signer), []).append(batch)
+    for (chain_id, contract, signer), mine in groups.items():
+        in_flight = AnchorBatch.objects.filter(chain_id=chain_id, contract=contract, signer=signer,
+                                               status__in=("pending", "sent")).order_by("first_seq")
+        ranges = [(b.first_seq, b.last_seq, bytes(b.root)) for b in [*mine, *in_flight]]
+        try:
+            proofs.check_history(rpc_url, chain_id=chain_id, contract=contract, member=signer,
+                                 ranges=ranges, confirmed=len(mine))
+        except proofs.ProofInvalid as error:
+            raise LedgerDiffers(f"anchors of {signer} on {contract}: on chain, {error}") from None

@@ -22,6 +22,8 @@ VERSION = 1
 GENESIS_HASH = bytes(32)
 # keccak256("Anchored(address,uint64,uint64,bytes32)"), the AuditAnchor event's topic 0.
 ANCHORED_TOPIC = "0x86d1879d76f621db59018592db483e96846d4de01c2e017d2d3bf3bdb5baf0b7"
+# keccak256("historyOf(address)")[:4]: AuditAnchor's (lastSeq, anchors, accumulator) view.
+HISTORY_OF_SELECTOR = "0x0bb4b6aa"
 
 
 class ProofUnavailable(Exception):
@@ -52,6 +54,29 @@ def entry_hash(prev_hash: bytes, seq: int, event: bytes) -> bytes:
 def leaf_hash(salt: bytes, seq: int, event: bytes) -> bytes:
     """RFC 6962 leaf: SHA-256(0x00 || salt || seq (8 bytes BE) || event bytes)."""
     return merkle.leaf_hash(salt + seq_bytes(seq) + event)
+
+
+def genesis_accumulator(contract: str, member: str) -> bytes:
+    """AuditAnchor's acc_0 of a member: SHA-256(contract || member), each a 32-byte word."""
+    return hashlib.sha256(_address_word(contract) + _address_word(member)).digest()
+
+
+def next_accumulator(accumulator: bytes, first_seq: int, last_seq: int, root: bytes) -> bytes:
+    """acc_n = SHA-256(acc_{n-1} || first_seq || last_seq (32-byte words) || root), as on chain."""
+    return hashlib.sha256(accumulator + first_seq.to_bytes(32, "big") + last_seq.to_bytes(32, "big")
+                          + root).digest()
+
+
+def history_accumulator(contract: str, member: str, ranges: list[tuple[int, int, bytes]]) -> bytes:
+    """The accumulator after the member anchored ``ranges`` ((first, last, root), in order)."""
+    accumulator = genesis_accumulator(contract, member)
+    for first, last, root in ranges:
+        accumulator = next_accumulator(accumulator, first, last, root)
+    return accumulator
+
+
+def _address_word(address: str) -> bytes:
+    return bytes.fromhex(address.lower().removeprefix("0x")).rjust(32, b"\0")
 
 
 # --- building --------------------------------------------------------------------------------
@@ -189,6 +214,34 @@ def check_anchor(rpc_url: str, anchor: dict, root: bytes, *, timeout: float = 10
         raise ProofInvalid("the transaction has no Anchored event for this range and root")
 
 
+def check_history(rpc_url: str, *, chain_id: int, contract: str, member: str,
+                  ranges: list[tuple[int, int, bytes]], confirmed: int,
+                  timeout: float = 10.0) -> None:
+    """The member's on-chain accumulator commits to a prefix of ``ranges``, and nothing else.
+
+    ``ranges`` are the member's anchors as the caller knows them, in order; the first
+    ``confirmed`` must all be on chain, the rest may still be in flight. Unlike the events,
+    the accumulator is state: it answers even where the node pruned old receipts, and it
+    catches an anchor on chain that the caller does not know of.
+    """
+    rpc = _JsonRpc(rpc_url, timeout)
+    if int(rpc.call("eth_chainId"), 16) != int(chain_id):
+        raise ProofInvalid(f"the node is not on chain {chain_id}")
+    call = {"to": contract, "data": HISTORY_OF_SELECTOR + _address_word(member).hex()}
+    data = bytes.fromhex((rpc.call("eth_call", call, "latest") or "0x")[2:])
+    if len(data) != 96:
+        raise ProofInvalid(f"{contract} does not answer historyOf (no AuditAnchor there?)")
+    last, anchors = int.from_bytes(data[:32], "big"), int.from_bytes(data[32:64], "big")
+    if not confirmed <= anchors <= len(ranges):
+        raise ProofInvalid(f"member {member} has {anchors} anchors, the batches say "
+                           f"{confirmed} confirmed of {len(ranges)}")
+    known = ranges[:anchors]
+    if last != (known[-1][1] if known else 0) or \
+            data[64:] != history_accumulator(contract, member, known):
+        raise ProofInvalid(f"the accumulator of member {member} ({anchors} anchors up to seq "
+                           f"{last}) differs from the batches' ranges and roots")
+
+
 def _is_anchored_log(log: dict, contract: str, anchor: dict, root: bytes) -> bool:
     topics = [topic.lower() for topic in log["topics"]]
     data = bytes.fromhex(log["data"][2:])
@@ -231,7 +284,7 @@ def _hex(value: bytes) -> str:
 
 
 def _unhex(value: str, field: str) -> bytes:
-    text = value[2:] if value.startswith("0x") else value
+    text = value.removeprefix("0x")
     try:
         raw = bytes.fromhex(text)
     except ValueError:

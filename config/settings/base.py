@@ -139,7 +139,7 @@ CHAIN_DEPLOYMENTS_FILE = Path(
     env.str("CHAIN_DEPLOYMENTS_FILE", default=str(STATE_DIR / "chain" / "deployments.json"))
 )
 CONTRACTS_BUILD_DIR = BASE_DIR / "contracts" / "build"
-CHAIN_CONTRACTS = ["AuditAnchor"]
+CHAIN_CONTRACTS = ["AuditAnchor", "ConsentRegistry"]
 
 # This node's name in audit events (AuditEvent.source.observer).
 NODE_NAME = env.str("CARRACK_NODE_NAME", default="carrack-local")
@@ -175,6 +175,32 @@ CELERY_BEAT_SCHEDULE = {
 }
 # --- end of audit anchoring -------------------------------------------------------------------
 
+# --- Consent tokens (ledger.consents) ---------------------------------------------------------
+# Consent tokens are signed with a key of their own, so their nonces never interleave with
+# the anchoring key's. The pseudonym key makes the patient's on-chain pseudonym (HMAC);
+# deleting it makes every token of this node unlinkable. A grant counts after CONFIRMATIONS
+# blocks; an unmined transaction is sent again after RESEND_SECONDS. Beat sends and listens
+# every SYNC_SECONDS and compares the mirror with the chain every RECONCILE_SECONDS.
+CONSENT_PRIVATE_KEY = env.str("CONSENT_PRIVATE_KEY", default=ANVIL_DEFAULT_PRIVATE_KEYS[2])
+CONSENT_PSEUDONYM_KEY = env.str("CONSENT_PSEUDONYM_KEY", default="dev-only-consent-pseudonym-key")
+CONSENT_CONFIRMATIONS = env.int("CONSENT_CONFIRMATIONS", default=1)
+CONSENT_RESEND_SECONDS = env.float("CONSENT_RESEND_SECONDS", default=30.0)
+CONSENT_SYNC_SECONDS = env.float("CONSENT_SYNC_SECONDS", default=2.0)
+CONSENT_RECONCILE_SECONDS = env.float("CONSENT_RECONCILE_SECONDS", default=600.0)
+CELERY_BEAT_SCHEDULE.update({
+    "ledger.consent_sync": {
+        "task": "ledger.consent_sync",
+        "schedule": CONSENT_SYNC_SECONDS,
+        "options": {"expires": CONSENT_SYNC_SECONDS},
+    },
+    "ledger.consent_reconcile": {
+        "task": "ledger.consent_reconcile",
+        "schedule": CONSENT_RECONCILE_SECONDS,
+        "options": {"expires": CONSENT_RECONCILE_SECONDS},
+    },
+})
+# --- end of consent tokens --------------------------------------------------------------------
+
 # --- OAuth2 / SMART on FHIR (ehr.access.oauth) ---------------------------------------------
 # Authorization code requires PKCE (S256 only); client credentials get the client's allowed
 # scopes (ehr.models.ClientScopes) by default and never more.
@@ -190,3 +216,43 @@ OAUTH2_PROVIDER = {
 OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"  # ehr.ClientScopes points at it
 LOGIN_URL = "/accounts/login/"
 # --- end of OAuth2 / SMART -------------------------------------------------------------------
+
+# --- Imaging: DICOM store, DIMSE SCP, DICOMweb, de-identification (imaging/, docs/imaging.md) --
+# The SCP (`manage.py dicom_scp`, started by `make run`) listens on DICOM_BIND_ADDRESS:port as
+# DICOM_AE_TITLE; a calling AE title is mapped to the organization that owns what it sends
+# ("AE1=org-a,AE2=org-b"), else to DICOM_DEFAULT_ORGANIZATION (empty: unknown AEs are refused).
+DICOM_AE_TITLE = env.str("DICOM_AE_TITLE", default="CARRACK")
+DICOM_PORT = env.int("CARRACK_DICOM_PORT", default=11112)
+DICOM_BIND_ADDRESS = env.str("DICOM_BIND_ADDRESS", default="127.0.0.1")
+DICOM_AE_ORGANIZATIONS = env.dict("DICOM_AE_ORGANIZATIONS", default={})
+DICOM_DEFAULT_ORGANIZATION = env.str("DICOM_DEFAULT_ORGANIZATION", default="")
+# Address written in each ImagingStudy's Endpoint (absolute in production, behind the proxy).
+DICOMWEB_BASE_URL = env.str("DICOMWEB_BASE_URL", default="/dicomweb")
+# Instance files: a folder under the state folder, or an S3-compatible bucket (django-storages,
+# `pip install -e '.[s3]'`).
+IMAGING_STORAGE = env.str("IMAGING_STORAGE", default="filesystem")
+if IMAGING_STORAGE == "s3":
+    _DICOM_STORAGE = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
+        "bucket_name": env.str("IMAGING_S3_BUCKET"),
+        "endpoint_url": env.str("IMAGING_S3_ENDPOINT_URL", default="") or None,
+        "region_name": env.str("IMAGING_S3_REGION", default="") or None,
+        "access_key": env.str("IMAGING_S3_ACCESS_KEY_ID", default="") or None,
+        "secret_key": env.str("IMAGING_S3_SECRET_ACCESS_KEY", default="") or None,
+        "file_overwrite": True,
+        "default_acl": None,
+    }}
+else:
+    _DICOM_STORAGE = {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {
+        "location": STATE_DIR / "dicom", "allow_overwrite": True,
+        "file_permissions_mode": 0o640, "directory_permissions_mode": 0o750,
+    }}
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "dicom": _DICOM_STORAGE,
+}
+# De-identified copies (imaging.deidentify_instance) are keyed with DEID_SECRET (HMAC of UIDs and
+# pseudonyms); production refuses to start without one. Queued after each ingest when enabled.
+DEID_SECRET = env.str("DEID_SECRET", default="")
+IMAGING_DEIDENTIFY_ON_INGEST = env.bool("IMAGING_DEIDENTIFY_ON_INGEST", default=True)
+# --- end of imaging ---------------------------------------------------------------------------

@@ -11,20 +11,35 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from ledger.models import ConsentDeny, ConsentToken
 
 
+# The hot path (every read of another hospital's record): one statement, no ORM building.
+_CHECK_SQL = """
+SELECT t.token_id FROM ledger_consenttoken t
+WHERE t.status = 'active' AND t.grantee = %(grantee)s AND t.purpose = %(purpose)s
+  AND t.patient_id = %(patient)s
+  AND (t.valid_from IS NULL OR t.valid_from <= %(at)s) AND (t.valid_until IS NULL OR t.valid_until > %(at)s)
+  AND NOT EXISTS (
+    SELECT 1 FROM ledger_consentdeny d
+    WHERE d.patient_id = %(patient)s AND (d.grantee IS NULL OR d.grantee = %(grantee)s)
+      AND (d.purpose IS NULL OR d.purpose = %(purpose)s)
+      AND (d.valid_from IS NULL OR d.valid_from <= %(at)s) AND (d.valid_until IS NULL OR d.valid_until > %(at)s))
+LIMIT 1
+"""
+
+
 def consent_check(*, patient_id: str, grantee: str, purpose: str, at: datetime | None = None) -> str | None:
     """The id of a token that allows the use, or None."""
-    moment = at or timezone.now()
-    token = (_active_tokens(grantee, purpose, moment).filter(patient_id=patient_id)
-             .values_list("token_id", flat=True).first())
-    if token is None or _denies(grantee, purpose, moment).filter(patient_id=patient_id).exists():
-        return None
-    return token
+    with connection.cursor() as cursor:
+        cursor.execute(_CHECK_SQL, {"patient": patient_id, "grantee": grantee, "purpose": purpose,
+                                    "at": at or timezone.now()})
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def consented_patients(*, grantee: str, purpose: str, at: datetime | None = None) -> QuerySet:

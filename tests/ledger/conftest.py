@@ -21,13 +21,17 @@ def anchor_batch(*, chain, artifact, address: str, first: int, last: int) -> Anc
     """What the anchoring job does, minus its retries: one anchor transaction, one confirmed row."""
     root = merkle.root(audit_range_leaves(first_seq=first, last_seq=last))
     sent = chain.transact(artifact, address, "anchor", first, last, root)
-    tx = Web3(Web3.HTTPProvider(RPC)).eth.get_transaction(sent["transaction"])
+    w3 = Web3(Web3.HTTPProvider(RPC))
+    tx = w3.eth.get_transaction(sent["transaction"])
+    # The receipt, not the transaction: anvil has answered get_transaction without blockHash
+    # right after mining.
+    receipt = w3.eth.get_transaction_receipt(sent["transaction"])
     batch = AnchorBatch.objects.create(
         first_seq=first, last_seq=last, root=root, status="confirmed", chain_id=chain.chain_id(),
         contract=address, signer=chain.address, nonce=tx["nonce"], raw_tx=b"",
         tx_hash=sent["transaction"], max_fee_per_gas=tx.get("maxFeePerGas", 0),
         max_priority_fee_per_gas=tx.get("maxPriorityFeePerGas", 0), block_number=sent["block"],
-        block_hash=tx["blockHash"].to_0x_hex())
+        block_hash=receipt["blockHash"].to_0x_hex())
     AuditEntry.objects.filter(seq__gte=first, seq__lte=last).update(batch=batch)
     return batch
 

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from ledger import merkle
+from ledger import merkle, proofs
 from ledger.anchoring import ANCHOR_LOCK, anchor_tick
 from ledger.audit import audit_append, audit_range_leaves
 from ledger.chain import chain_client
@@ -76,7 +76,10 @@ def assert_anchored_exactly_once(client, artifact, address, total: int) -> None:
     assert [(f, last, r, tx) for f, last, r, tx in events] == [
         (b.first_seq, b.last_seq, bytes(b.root), b.tx_hash) for b in rows
     ]
-    assert client.call(artifact, address, "lastAnchored", client.address) == total
+    assert client.call(artifact, address, "historyOf", client.address) == [
+        total, len(rows),
+        proofs.history_accumulator(address, client.address,
+                                   [(b.first_seq, b.last_seq, bytes(b.root)) for b in rows])]
     for b in rows:
         assert bytes(b.root) == merkle.root(audit_range_leaves(first_seq=b.first_seq,
                                                                last_seq=b.last_seq))

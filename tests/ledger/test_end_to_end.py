@@ -93,6 +93,9 @@ def assert_anchored_exactly_once(client, artifact, address: str) -> int:
     covered = [s for e in events for s in range(e["args"]["firstSeq"], e["args"]["lastSeq"] + 1)]
     assert covered == list(range(1, total + 1))  # no overlap, no gap
     assert client.call(artifact, address, "lastAnchored", client.address) == total
+    known = [(b.first_seq, b.last_seq, bytes(b.root)) for b in rows]
+    assert client.call(artifact, address, "historyOf", client.address) == [
+        total, len(rows), proofs.history_accumulator(address, client.address, known)]
     for b in rows:
         assert bytes(b.root) == merkle.root(audit_range_leaves(first_seq=b.first_seq,
                                                                last_seq=b.last_seq))
@@ -264,9 +267,10 @@ def test_no_personal_data_on_chain_and_the_salt_is_needed_to_link(
         salted = [proofs.leaf_hash(bytes(salt), seq, event.encode()) for seq, event, salt in rows]
         unsalted = [merkle.leaf_hash(proofs.seq_bytes(seq) + event.encode()) for seq, event, _ in rows]
         bare = [merkle.leaf_hash(event.encode()) for _, event, _ in rows]
-        (chain_last, chain_root) = client.call(audit_anchor_artifact, address, "anchorOf",
-                                               client.address, batch.first_seq)
-        assert chain_last == batch.last_seq
+        [event] = client.events(audit_anchor_artifact, address, "Anchored", member=client.address,
+                                firstSeq=batch.first_seq)
+        chain_last, chain_root = event["args"]["lastSeq"], event["args"]["root"]
+        assert chain_last == batch.last_seq and event["transaction"] == batch.tx_hash
         assert chain_root == bytes(batch.root) == merkle.root(salted)
         assert chain_root not in (merkle.root(unsalted), merkle.root(bare))
         assert not set(unsalted) & set(salted)

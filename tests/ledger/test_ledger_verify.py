@@ -92,3 +92,21 @@ def test_a_batch_root_changed_in_the_database_and_recomputed_is_refused_by_the_c
                                            r"batch 7\.\.10: on chain, .*no Anchored event"):
         verify()
     assert verify("--offline") == "ok: 12 entries, 2 batches\n"
+
+
+def test_an_anchor_the_database_does_not_know_is_caught_by_the_accumulator(ledger, deployed, chain,
+                                                                          audit_anchor_artifact):
+    """Every batch's event still checks out; only the member's on-chain history shows the extra."""
+    address = deployed["AuditAnchor"]["address"]
+    chain.transact(audit_anchor_artifact, address, "anchor", 11, 12, b"\x42" * 32)
+
+    with pytest.raises(CommandError, match=r"on chain, member .* has 3 anchors, "
+                                           r"the batches say 2 confirmed of 2"):
+        verify()
+    assert verify("--offline") == "ok: 12 entries, 2 batches\n"
+
+
+def test_a_batch_mined_but_not_yet_confirmed_is_no_false_alarm(ledger):
+    AnchorBatch.objects.filter(first_seq=7).update(status="sent")
+
+    assert verify() == "ok: 12 entries, 1 batches\n"

@@ -8,7 +8,8 @@ from ledger.audit import LedgerDiffers, audit_verify
 
 class Command(BaseCommand):
     help = ("Recompute the audit hash chain from seq 1 and every confirmed batch's Merkle root, "
-            "check each batch's Anchored event on chain; name the first entry that differs.")
+            "check each batch's Anchored event and each member's accumulator on chain; name the "
+            "first entry that differs.")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--rpc", default=None, help="chain JSON-RPC URL (default: CHAIN_RPC_URL)")
