@@ -288,10 +288,15 @@ def append_only_rate(seconds: float, threads: int) -> float:
     return in_threads(work, threads, seconds)
 
 
-def sustained_part(client, url: str, seconds: float, rate: float, pre: int, producers: int) -> dict:
-    """``pre``: entries already anchored before; counts below are of the new ones."""
+def sustained_part(client, url: str, seconds: float, rate: float, pre: int, producers: int,
+                   per_commit: int = 1) -> dict:
+    """``pre``: entries already anchored before; counts below are of the new ones.
+
+    ``per_commit`` entries share one database transaction, as the GET entries of a batch
+    Bundle do (each is audited on its own, all in the request's transaction).
+    """
     from django.conf import settings
-    from django.db import connection
+    from django.db import connection, transaction
 
     from ledger.anchoring import anchor_tick
     from ledger.audit import audit_append
@@ -315,10 +320,12 @@ def sustained_part(client, url: str, seconds: float, rate: float, pre: int, prod
                 if delay > 0:
                     time.sleep(delay)
                 recorded = datetime.now(dt_timezone.utc)
-                event, patient = balp_event(n * producers + k, recorded)
-                audit_append(event=event, patient_id=patient, agent="clinician", outcome="0",
-                             recorded=recorded)
-                n += 1
+                with transaction.atomic():
+                    for _ in range(per_commit):
+                        event, patient = balp_event(n * producers + k, recorded)
+                        audit_append(event=event, patient_id=patient, agent="clinician", outcome="0",
+                                     recorded=recorded)
+                        n += 1
                 appended[k] = n
         except BaseException as error:  # reported by the main thread
             errors.append(error)
@@ -465,6 +472,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--rate", type=float, default=2500, help="target events/s of the producer")
     parser.add_argument("--producers", type=int, default=1, help="appending threads (rate is shared)")
+    parser.add_argument("--per-commit", type=int, default=1,
+                        help="entries per database transaction (a batch Bundle's GET entries)")
     parser.add_argument("--singles", type=int, default=300)
     parser.add_argument("--reference-seconds", type=float, default=10)
     args = parser.parse_args()
@@ -519,12 +528,13 @@ def main() -> None:
         pre = AuditEntry.objects.count()
         print(f"  pre-existing {pre:,} entries anchored in {backlog_seconds:.1f} s "
               f"({pre / backlog_seconds:,.0f} events/s catch-up)", flush=True)
-        result = sustained_part(client, node.url, args.seconds, args.rate, pre, args.producers)
+        result = sustained_part(client, node.url, args.seconds, args.rate, pre, args.producers,
+                                args.per_commit)
         appended = result["appended"]
         lags = result["lags"]
         summary = [
             ["producer target", f"{args.rate:,.0f} events/s"],
-            [f"appended (audit_append, {args.producers} thread(s), with anchoring running)",
+            [f"appended (audit_append, {args.producers} thread(s), {args.per_commit} per commit, with anchoring running)",
              f"{appended:,} in {result['load_seconds']:.1f} s = {appended / result['load_seconds']:,.0f} events/s"],
             ["anchored during the load window",
              f"{result['anchored_in_window']:,} by t={result['window_end']:.1f} s = "

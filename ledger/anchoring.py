@@ -27,19 +27,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from . import merkle
 from .audit import audit_sequence
 from .chain import Artifact, ChainClient, ContractRejected, LedgerUnavailable, load_artifact
+from .locks import single_flight
 from .models import AnchorBatch, AuditEntry
 from .selectors import deployed_contracts
 
@@ -78,7 +77,7 @@ def anchor_tick(*, client: ChainClient, now: datetime | None = None) -> TickRepo
     nothing lost; the next tick resumes from the database.
     """
     report = TickReport()
-    with _single_flight() as acquired:
+    with single_flight(ANCHOR_LOCK) as acquired:
         if not acquired:
             report.busy = True
             return report
@@ -91,19 +90,6 @@ def anchor_tick(*, client: ChainClient, now: datetime | None = None) -> TickRepo
             report.conflict = f"the contract refuses the next anchor: {error}"
             logger.error("audit anchoring stopped: %s", report.conflict)
     return report
-
-
-@contextmanager
-def _single_flight() -> Iterator[bool]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [ANCHOR_LOCK])
-        acquired = bool(cursor.fetchone()[0])
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [ANCHOR_LOCK])
 
 
 def _run(client: ChainClient, now: datetime, report: TickReport) -> None:

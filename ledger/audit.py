@@ -30,22 +30,30 @@ def audit_append(*, event: dict, patient_id: str | None, agent: str, outcome: st
                  recorded: datetime | None = None) -> AuditEntry:
     """Record one access in the caller's transaction; an access that cannot be audited fails.
 
-    Two inserts, nothing else: the sequence number and hashes come later from
-    ``audit_sequence`` so the request path never waits on a shared counter.
+    One statement inserts the entry and its salt (this runs on every request), nothing
+    else: the sequence number and hashes come later from ``audit_sequence`` so the request
+    path never waits on a shared counter.
     """
     if outcome not in OUTCOMES:
         raise ValueError(f"AuditEvent outcome must be one of {sorted(OUTCOMES)}")
-    # No savepoint of its own: both rows belong to the access's transaction and go with it.
-    with transaction.atomic(savepoint=False):
-        entry = AuditEntry.objects.create(
-            recorded=recorded or timezone.now(),
-            event=proofs.canonical_json(event),
-            patient_id=patient_id,
-            agent=agent,
-            outcome=outcome,
-        )
-        AuditSalt.objects.create(entry=entry, salt=secrets.token_bytes(SALT_BYTES))
+    entry = AuditEntry(recorded=recorded or timezone.now(), event=proofs.canonical_json(event),
+                       patient_id=patient_id, agent=agent, outcome=outcome)
+    # Both rows belong to the access's transaction (no savepoint of their own) and go with it.
+    with connection.cursor() as cursor:
+        cursor.execute(_APPEND_SQL, [entry.recorded, entry.event, patient_id, agent, outcome,
+                                     secrets.token_bytes(SALT_BYTES)])
+        entry.pk = cursor.fetchone()[0]
+    entry._state.adding, entry._state.db = False, connection.alias
     return entry
+
+
+_APPEND_SQL = """
+WITH entry AS (
+    INSERT INTO ledger_auditentry (recorded, event, patient_id, agent, outcome)
+    VALUES (%s, %s, %s, %s, %s) RETURNING id
+)
+INSERT INTO ledger_auditsalt (entry_id, salt) SELECT id, %s FROM entry RETURNING entry_id
+"""
 
 
 def audit_sequence(*, limit: int = 10_000) -> int:

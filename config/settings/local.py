@@ -1,6 +1,6 @@
 """Developer laptop: the embedded stack started by ``make run``."""
 
-from .base import *
+from .base import *  # noqa: F403
 from .base import env
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)

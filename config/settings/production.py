@@ -2,7 +2,7 @@
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .base import *
+from .base import *  # noqa: F403
 from .base import ANVIL_DEFAULT_PRIVATE_KEYS, env
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")

@@ -1,6 +1,6 @@
 """Test run: the services ``carrack-stack test`` started (or the ones named by the environment)."""
 
-from .base import *
+from .base import *  # noqa: F403
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
