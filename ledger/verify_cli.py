@@ -15,7 +15,8 @@ import os
 import sys
 
 from .consent_proofs import verify_consent_proof
-from .proofs import verify_proof
+from .proof_binary import MAGIC, proof_decode
+from .proofs import ProofInvalid, verify_proof
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,18 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     if not args.rpc:
         parser.error("--rpc URL is required (or set CHAIN_RPC_URL)")
     try:
-        with open(args.file, encoding="utf-8") as handle:
-            text = handle.read()
+        with open(args.file, "rb") as handle:
+            data = handle.read()
     except OSError as error:
         parser.error(f"cannot read {args.file}: {error.strerror}")
-    ok, reason = _check(text, args)
+    ok, reason = _check(data, args)
     print(f"{'valid' if ok else 'invalid'}: {reason}")
     return 0 if ok else 1
 
 
-def _check(text: str, args: argparse.Namespace) -> tuple[bool, str]:
+def _check(data: bytes, args: argparse.Namespace) -> tuple[bool, str]:
     try:
-        proof = json.loads(text)
+        proof = proof_decode(data) if data.startswith(MAGIC) else json.loads(data.decode("utf-8"))
+    except ProofInvalid as error:
+        return False, str(error)
     except ValueError:
         return False, "the file is not JSON"
     if not isinstance(proof, dict):

@@ -10,11 +10,15 @@ import re
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ehr.models import AccessProfile, Role
+from django.http import HttpResponse
+
+from ledger import proof_binary
 from ledger.audit import audit_entry_get
 from ledger.chain import consent_client
 from ledger.consents.proofs import consent_proof
@@ -65,14 +69,27 @@ class LedgerAPIView(APIView):
         return api_exception_handler
 
 
+class BinaryProofRenderer(BaseRenderer):
+    """Lets content negotiation accept the binary proof's media type (the view encodes it)."""
+
+    media_type = proof_binary.MEDIA_TYPE
+    format = "bin"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
+        return proof_binary.proof_encode(data)
+
+
 class AuditEventProofView(LedgerAPIView):
+    renderer_classes = [JSONRenderer, BinaryProofRenderer]
+
     @extend_schema(
         operation_id="ledger_audit_event_proof",
         summary="Proof that an audit event is anchored on chain",
         description=("Entry hash, Merkle path, root and the anchor transaction. The salt and the "
                      "event text are included only for those allowed to see the entry (the data "
                      "protection officer, the patient it is about, the user who made the access, "
-                     "staff). Check offline with "
+                     "staff). `Accept: application/vnd.carrack.audit-proof` gives the same "
+                     "proof as compact bytes (docs/audit-ledger.md). Check offline with "
                      "`carrack-verify audit-proof FILE --rpc URL`."),
         parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH, description="audit entry id")],
         responses={200: AuditProofSerializer, 403: ErrorSerializer, 404: ErrorSerializer,
@@ -86,7 +103,15 @@ class AuditEventProofView(LedgerAPIView):
             proof = audit_proof(entry=entry, include_salt=may_see_entry(request.user, entry))
         except ProofUnavailable as error:
             return error_response(status.HTTP_409_CONFLICT, "not_anchored", str(error), status=error.status)
+        if request.accepted_media_type == proof_binary.MEDIA_TYPE:
+            return HttpResponse(proof_binary.proof_encode(proof), content_type=proof_binary.MEDIA_TYPE)
         return Response(proof)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        """Errors are JSON even when the binary proof was asked for."""
+        if isinstance(response, Response) and request.accepted_media_type == proof_binary.MEDIA_TYPE:
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), "application/json"
+        return super().finalize_response(request, response, *args, **kwargs)
 
 
 def may_see_consent(user, token: ConsentToken) -> bool:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 
-from ledger import proofs
+from ledger import merkle, proofs
+from ledger.proof_binary import MEDIA_TYPE, proof_decode, proof_encode
 from ledger.audit import audit_append, audit_sequence
 from ledger.models import AuditEntry, AuditSalt
 from tests.ledger.conftest import RPC, anchored_entries
@@ -245,3 +246,61 @@ def test_a_valid_proof_names_the_contract_and_member_it_was_checked_against(anch
 
     assert ok
     assert proof["anchor"]["contract"] in summary and proof["anchor"]["member"] in summary
+
+
+# --- the compact binary form ----------------------------------------------------------------
+
+def _verify_file(tmp_path, data: bytes) -> subprocess.CompletedProcess:
+    path = tmp_path / "proof.bin"
+    path.write_bytes(data)
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    return subprocess.run([VERIFY, "audit-proof", str(path), "--rpc", RPC], capture_output=True,
+                          text=True, env=env, timeout=60)
+
+
+@pytest.mark.parametrize("client_fixture", ["staff_client", "user_client"])
+def test_binary_proof_round_trips_and_verifies(anchored, request, client_fixture, tmp_path):
+    client = request.getfixturevalue(client_fixture)
+    url = proof_url(anchored[5].pk)
+
+    as_json = client.get(url).json()
+    response = client.get(url, HTTP_ACCEPT=MEDIA_TYPE)
+
+    assert response.status_code == 200 and response["Content-Type"] == MEDIA_TYPE
+    decoded = proof_decode(response.content)
+    assert decoded["entry"] == {k: (v.lower() if isinstance(v, str) and v.startswith("0x") else v)
+                                for k, v in as_json["entry"].items()}
+    assert decoded.get("salt") == as_json.get("salt")
+    result = _verify_file(tmp_path, response.content)
+    assert result.returncode == 0 and result.stdout.startswith("valid:"), result.stdout
+
+
+def test_a_changed_or_cut_binary_proof_is_refused(anchored, user_client, tmp_path):
+    data = user_client.get(proof_url(anchored[1].pk), HTTP_ACCEPT=MEDIA_TYPE).content
+
+    flipped = bytearray(data)
+    flipped[30] ^= 1  # inside the leaf hash
+    assert _verify_file(tmp_path, bytes(flipped)).returncode == 1
+    result = _verify_file(tmp_path, data[:-5])
+    assert result.returncode == 1 and "truncated" in result.stdout
+    with pytest.raises(proofs.ProofInvalid, match="trailing"):
+        proof_decode(data + b"x")
+
+
+def test_hashes_only_proof_at_a_million_entries_is_under_1_kb():
+    leaves = [bytes([n % 251]) * 32 for n in range(2)]  # the path length is what matters
+    size = 1_000_000
+    path = [bytes(32)] * 20  # ceil(log2(10⁶)) = 20 levels
+    proof = proofs.proof_document(
+        entry_id=123_456_789, seq=999_999, event=None, salt=None, prev_hash=bytes(32),
+        entry_hash=bytes(32), leaves=leaves, first_seq=999_999,
+        anchor={"first_seq": 1, "last_seq": size, "chain_id": 31337, "contract": "0x" + "11" * 20,
+                "member": "0x" + "22" * 20, "transaction": "0x" + "33" * 32, "block_number": 10,
+                "block_hash": "0x" + "44" * 32})
+    proof["merkle"].update(leaf_index=999_998, tree_size=size, path=["0x" + p.hex() for p in path],
+                           root="0x" + merkle.root(leaves).hex())
+
+    encoded = proof_encode(proof)
+
+    assert len(encoded) <= 1024
+    assert proof_decode(encoded)["merkle"] == proof["merkle"]
