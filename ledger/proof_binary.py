@@ -1,6 +1,6 @@
 """The audit proof as compact bytes: the same fields as the JSON document, fixed-width.
 
-A hashes-only proof at 10⁶ entries per anchor is ~930 bytes (the JSON form is ~2.2 KB:
+A hashes-only proof at 10⁶ entries per anchor is 943 bytes (the JSON form is ~2.2 KB:
 hex doubles every hash). ``GET /api/ledger/audit-events/{id}/proof`` answers it to
 ``Accept: application/vnd.carrack.audit-proof``; ``carrack-verify audit-proof`` reads either
 form. Pure: no Django, no web3. Layout (big-endian), docs/audit-ledger.md:

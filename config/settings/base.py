@@ -224,6 +224,8 @@ LOGIN_URL = "/accounts/login/"
 DICOM_AE_TITLE = env.str("DICOM_AE_TITLE", default="CARRACK")
 DICOM_PORT = env.int("CARRACK_DICOM_PORT", default=11112)
 DICOM_BIND_ADDRESS = env.str("DICOM_BIND_ADDRESS", default="127.0.0.1")
+# Processes sharing the SCP port (SO_REUSEPORT): one Python process stores on one core.
+DICOM_SCP_PROCESSES = env.int("DICOM_SCP_PROCESSES", default=2)
 DICOM_AE_ORGANIZATIONS = env.dict("DICOM_AE_ORGANIZATIONS", default={})
 DICOM_DEFAULT_ORGANIZATION = env.str("DICOM_DEFAULT_ORGANIZATION", default="")
 # Address written in each ImagingStudy's Endpoint (absolute in production, behind the proxy).
@@ -255,4 +257,7 @@ STORAGES = {
 # pseudonyms); production refuses to start without one. Queued after each ingest when enabled.
 DEID_SECRET = env.str("DEID_SECRET", default="")
 IMAGING_DEIDENTIFY_ON_INGEST = env.bool("IMAGING_DEIDENTIFY_ON_INGEST", default=True)
+if IMAGING_DEIDENTIFY_ON_INGEST:  # copies missed while the broker was down are queued again
+    CELERY_BEAT_SCHEDULE = {**CELERY_BEAT_SCHEDULE, "imaging.deidentify_pending": {
+        "task": "imaging.deidentify_pending", "schedule": 300.0, "options": {"expires": 300.0}}}
 # --- end of imaging ---------------------------------------------------------------------------

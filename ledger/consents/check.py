@@ -17,7 +17,6 @@ from django.utils import timezone
 
 from ledger.models import ConsentDeny, ConsentToken
 
-
 # The hot path (every read of another hospital's record): one statement, no ORM building.
 _CHECK_SQL = """
 SELECT t.token_id FROM ledger_consenttoken t
