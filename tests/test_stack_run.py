@@ -30,7 +30,7 @@ CLEARED = ("DATABASE_URL", "REDIS_URL", "CHAIN_RPC_URL", "CHAIN_DEPLOYMENTS_FILE
 
 @pytest.fixture
 def stack(tmp_path):
-    ports = {name: free_port() for name in ("WEB", "PG", "REDIS", "CHAIN")}
+    ports = {name: free_port() for name in ("WEB", "PG", "REDIS", "CHAIN", "DICOM")}
     env = {k: v for k, v in os.environ.items() if k not in CLEARED}
     env.update({f"CARRACK_{name}_PORT": str(port) for name, port in ports.items()})
     env["CARRACK_STATE_DIR"] = str(tmp_path / "var")

@@ -16,9 +16,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .services import (
     BASE_DIR,
@@ -42,6 +42,7 @@ def default_ports() -> dict[str, int]:
         "postgres": int(os.environ.get("CARRACK_PG_PORT", 55432)),
         "redis": int(os.environ.get("CARRACK_REDIS_PORT", 56379)),
         "anvil": int(os.environ.get("CARRACK_CHAIN_PORT", 8545)),
+        "dicom": int(os.environ.get("CARRACK_DICOM_PORT", 11112)),  # the DICOM SCP (imaging)
     }
 
 
@@ -100,7 +101,8 @@ def prepare(env: dict[str, str]) -> list[str]:
     return result.stdout.strip().splitlines()
 
 
-def app_processes(state_dir: Path, env: dict[str, str], web_port: int) -> list[AppProcess]:
+def app_processes(state_dir: Path, env: dict[str, str], web_port: int,
+                  dicom_port: int | None = None) -> list[AppProcess]:
     bin_dir = Path(sys.executable).parent
     return [
         AppProcess(
@@ -121,6 +123,13 @@ def app_processes(state_dir: Path, env: dict[str, str], web_port: int) -> list[A
             argv=[str(bin_dir / "celery"), "-A", "config", "beat", "--loglevel", "INFO",
                   "--schedule", str(state_dir / "celerybeat-schedule")],
         ),
+        *([] if dicom_port is None else [
+            # The DICOM C-ECHO/C-STORE SCP (imaging.dimse); ready once its port accepts.
+            AppProcess(
+                name="dicom-scp", state_dir=state_dir, port=dicom_port, env=env,
+                argv=[sys.executable, str(BASE_DIR / "manage.py"), "dicom_scp", "--port", str(dicom_port)],
+            ),
+        ]),
     ]
 
 
@@ -157,13 +166,14 @@ def run() -> int:
             printed = prepare(env)
             deployed = next(line for line in printed if line.startswith("contracts:"))
             login = next(line for line in printed if line.startswith("demo login:"))
-            processes = app_processes(state_dir, env, ports["web"])
+            processes = app_processes(state_dir, env, ports["web"], dicom_port=ports["dicom"])
             try:
                 for process in processes:
                     process.start()
                 base = f"http://127.0.0.1:{ports['web']}"
                 wait_healthy(f"{base}/healthz", processes)
-                _print_banner(base, state_dir, deployed, login, time.monotonic() - started_at)
+                _print_banner(base, state_dir, deployed, login, time.monotonic() - started_at,
+                              dicom_port=ports["dicom"])
                 _watch(processes)
             finally:
                 for process in reversed(processes):
@@ -189,11 +199,16 @@ def _raise_keyboard_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _print_banner(base: str, state_dir: Path, deployed: str, login: str, seconds: float) -> None:
+def _print_banner(base: str, state_dir: Path, deployed: str, login: str, seconds: float,
+                  dicom_port: int | None = None) -> None:
+    ae_title = os.environ.get("DICOM_AE_TITLE", "CARRACK")
+    dicom = (f"  DICOM    {ae_title} at 127.0.0.1:{dicom_port} (C-STORE, C-ECHO), DICOMweb {base}/dicomweb/\n"
+             if dicom_port else "")
     print(
         f"\nCarrack is up in {seconds:.1f}s (state in {state_dir}, logs in {state_dir / 'log'})\n"
         f"  health   {base}/healthz\n"
         f"  FHIR     {base}/fhir/\n"
+        f"{dicom}"
         f"  API      {base}/api/schema/swagger-ui/\n"
         f"  admin    {base}/admin/\n"
         f"  {login}\n"

@@ -1,0 +1,126 @@
+"""The HTTP side of DICOMweb: authentication, one audit entry per request, DICOM-style errors.
+
+The counterpart of ``ehr.api.http.fhir_endpoint`` for ``/dicomweb/``: the same OAuth2
+bearer tokens and access rules, every request (allowed or refused) audited in its own
+transaction, and errors answered as ``{"errorMessage": …, "status": …}`` JSON with the
+right 4xx; never HTML, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from ehr.access import policy
+from ehr.api.audit import AccessRecord, write_audit
+from ehr.api.http import authenticate
+from ehr.fhir import FhirError
+
+logger = logging.getLogger(__name__)
+
+DICOM_JSON = "application/dicom+json"
+
+
+class DicomwebError(Exception):
+    """A request refused with an HTTP status and a message safe to show the client."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> HttpResponse:
+    response = JsonResponse({"errorMessage": message, "status": status}, status=status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def allow(request: HttpRequest, *methods: str) -> None:
+    if request.method not in methods:
+        raise DicomwebError(405, f"{request.method} is not allowed here", {"Allow": ", ".join(methods)})
+
+
+def access_context(request: HttpRequest) -> policy.AccessContext:
+    """The caller's access context; a declared emergency is written into the audit record."""
+    ctx = getattr(request, "access_context", None)
+    if ctx is None:
+        ctx = request.access_context = policy.AccessContext.from_request(request)
+        if ctx.break_glass:
+            request.access.purpose_of_use = "ETREAT"
+            request.access.break_glass_reason = ctx.break_glass_reason
+    return ctx
+
+
+def dicomweb_endpoint(**interactions: str):
+    """Wrap a DICOMweb view: bearer token, errors as JSON, one audit entry per request.
+
+    ``interactions`` maps each HTTP method (lower case) to the FHIR restful-interaction code
+    its audit entry carries: create for STOW-RS, search-type for QIDO-RS, read for WADO-RS.
+    The view runs on a savepoint, so a failed request keeps none of its writes while its
+    audit entry is still written.
+    """
+    fallback = next(iter(interactions.values()))
+
+    def decorate(view):
+        @csrf_exempt
+        @transaction.non_atomic_requests  # this wrapper's own transaction is the request's
+        @functools.wraps(view)
+        def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            method = "get" if request.method == "HEAD" else request.method.lower()
+            interaction = interactions.get(method, fallback)
+            request.access = AccessRecord(interaction=interaction)
+            if interaction.startswith("search"):
+                request.access.query = request.META.get("QUERY_STRING", "")[:2000]
+            try:
+                with transaction.atomic():
+                    response = _answer(view, request, args, kwargs)
+                    write_audit(request, request.access, response)
+            except Exception as error:  # noqa: BLE001 - an access that cannot be audited is refused
+                _log_failure("audit entry could not be written", request, error)
+                response = error_response(500, "The access could not be audited")
+            if response.status_code >= 400:
+                _drain(request)
+            return response
+
+        return wrapped
+
+    return decorate
+
+
+def _answer(view, request: HttpRequest, args, kwargs) -> HttpResponse:
+    try:
+        authenticate(request)
+        with transaction.atomic():
+            return view(request, *args, **kwargs)
+    except FhirError as error:
+        return error_response(error.status, error.diagnostics, error.headers)
+    except DicomwebError as error:
+        return error_response(error.status, error.message, error.headers)
+    except RequestDataTooBig:
+        return error_response(413, "The request body is too large")
+    except Exception as error:  # noqa: BLE001 - the one place that must answer no matter what
+        _log_failure("DICOMweb request failed", request, error)
+        return error_response(500, "Internal error; the request was not applied")
+
+
+def _drain(request: HttpRequest) -> None:
+    """Read what is left of a refused upload, so the client receives the answer, not a reset."""
+    try:
+        while request.read(1 << 16):
+            pass
+    except Exception:  # noqa: BLE001 - the answer goes out anyway
+        pass
+
+
+def _log_failure(what: str, request: HttpRequest, error: Exception) -> None:
+    """The error's type at ERROR; the traceback (whose messages may quote values) only at DEBUG."""
+    logger.error("%s: %s %s (%s)", what, request.method, request.path, type(error).__name__)
+    logger.debug("%s: traceback", what, exc_info=error)

@@ -1,0 +1,12 @@
+"""Transaction-scoped advisory locks shared by the store and the FHIR sync."""
+
+from __future__ import annotations
+
+from django.db import connection
+
+
+def advisory_locks(keys: list[str]) -> None:
+    """Transaction-scoped advisory locks on every key, taken in one sorted order (no deadlock)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
+                       "FROM (SELECT DISTINCT k FROM unnest(%s::text[]) AS k ORDER BY k) AS keys", [keys])

@@ -1,0 +1,31 @@
+"""Celery tasks of the imaging app: thin wrappers around ``imaging.services``."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import OperationalError
+
+from . import services
+
+
+@shared_task(name="imaging.deidentify_instance", ignore_result=True, acks_late=True,
+             autoretry_for=(OSError, OperationalError, services.DeidentificationUnavailable),
+             retry_backoff=True, retry_backoff_max=600, max_retries=8,
+             soft_time_limit=120, time_limit=150)
+def deidentify_instance(instance_id: int) -> None:
+    """Make the de-identified copy of one stored instance (queued after its ingest commits).
+
+    Idempotent: a copy already made is kept. Storage or database outages, and a node where
+    the de-identification module is not installed yet, are retried with backoff.
+    """
+    services.instance_deidentify(instance_id=instance_id)
+
+
+@shared_task(name="imaging.deidentify_pending", ignore_result=True, acks_late=False,
+             soft_time_limit=60, time_limit=90)
+def deidentify_pending() -> int:
+    """Beat's sweep: queue the copy of every instance still without one (broker outages)."""
+    ids = services.instances_deidentify_pending()
+    for instance_id in ids:
+        deidentify_instance.delay(instance_id)
+    return len(ids)
