@@ -14,7 +14,7 @@ import yaml
 
 from config.stack.services import BASE_DIR
 
-APP_SERVICES = {"web", "worker", "beat"}
+APP_SERVICES = {"web", "worker", "beat", "dicom-scp"}
 BACKING_SERVICES = {"DATABASE_URL": "postgres", "REDIS_URL": "redis", "CHAIN_RPC_URL": "anvil"}
 
 # Imports the production settings with django-environ's view of the environment recorded.
