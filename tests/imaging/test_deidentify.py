@@ -532,3 +532,19 @@ def test_text_in_nested_items_keeps_its_character_set(charset):
 
     assert out.Manufacturer == "Grüß Straße"
     assert out.AnatomicRegionSequence[0].CodeMeaning == "Rückenmark"
+
+
+def test_jpeg2000_ultrasound_is_cleaned_without_further_loss():
+    source = real("examples_jpeg2k.dcm")  # 640x480 YBR_RCT, no regions of its own
+    region = Dataset()
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = 100, 50
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = 539, 429
+    source.SequenceOfUltrasoundRegions = Sequence([region])
+    before = source.pixel_array
+
+    out = deidentify(source, key=KEY)
+
+    after = pydicom.dcmread(io.BytesIO(_part10(out))).pixel_array
+    assert out.file_meta.TransferSyntaxUID == JPEGLSLossless and out.BurnedInAnnotation == "NO"
+    assert np.array_equal(after[50:430, 100:540], before[50:430, 100:540])
+    assert not after[:50].any() and not after[:, :100].any() and not after[430:].any()
