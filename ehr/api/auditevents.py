@@ -17,8 +17,8 @@ from ehr.models import Role
 from ledger.models import AuditEntry
 
 from . import bundles
-from .http import base_url, fhir_endpoint, fhir_response
-from .views import _allow, _context, _paging, _query_params
+from .http import access_context, base_url, fhir_endpoint, fhir_response
+from .views import _allow, _paging, _query_params
 
 DEFAULT_COUNT = 50
 MAX_COUNT = 500
@@ -29,7 +29,7 @@ SEARCH_PARAMS = ("patient", "_count", "_offset", "_total", "_format")
 @fhir_endpoint("auditevent-search")
 def search(request: HttpRequest, resource_type: str = "AuditEvent") -> HttpResponse:
     _allow(request, "GET")
-    ctx = _context(request)
+    ctx = access_context(request)
     _check_scope(ctx, "search")
     params = _query_params(request)
     unknown = sorted({name for name, _ in params if name not in SEARCH_PARAMS})
@@ -55,7 +55,7 @@ def search(request: HttpRequest, resource_type: str = "AuditEvent") -> HttpRespo
 @fhir_endpoint("auditevent")
 def read(request: HttpRequest, resource_type: str, logical_id: str) -> HttpResponse:
     _allow(request, "GET")
-    ctx = _context(request)
+    ctx = access_context(request)
     _check_scope(ctx, "read")
     entry = (AuditEntry.objects.filter(pk=int(logical_id)).first()
              if logical_id.isascii() and logical_id.isdigit() and len(logical_id) < 19 else None)

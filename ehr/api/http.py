@@ -15,6 +15,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
 from ehr import fhirjson
+from ehr.access import policy
 from ehr.access.oauth import access_token_lookup
 from ehr.access.scopes import parse_scopes
 from ehr.fhir import FhirError, issue, operation_outcome
@@ -119,6 +120,18 @@ def authenticate(request: HttpRequest) -> None:
     request.user = user
     request.smart_scopes = parse_scopes(token.scope)
     request.oauth_client_id = token.application.client_id if token.application else None
+
+
+def access_context(request: HttpRequest) -> policy.AccessContext:
+    """The caller's access context, built once per request; a declared emergency is written
+    into the audit record."""
+    ctx = getattr(request, "access_context", None)
+    if ctx is None:
+        ctx = request.access_context = policy.AccessContext.from_request(request)
+        if ctx.break_glass:
+            request.access.purpose_of_use = "ETREAT"
+            request.access.break_glass_reason = ctx.break_glass_reason
+    return ctx
 
 
 # SMART clients read the CapabilityStatement before they have a token (it holds the OAuth URLs).

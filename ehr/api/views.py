@@ -18,6 +18,7 @@ from ehr.search import SearchError, parse_search, run_search, searchset_bundle
 from . import bundles
 from .capability import capability_statement
 from .http import (
+    access_context,
     base_url,
     fhir_endpoint,
     fhir_response,
@@ -45,7 +46,7 @@ def system(request: HttpRequest) -> HttpResponse:
     """The base URL: POST a batch/transaction Bundle, GET a search over all types."""
     _allow(request, "GET", "POST")
     if request.method == "POST":
-        ctx = _context(request)
+        ctx = access_context(request)
         wants_resources = prefer(request, "return") == "representation"
         request.access.interaction, body = services.bundle_process(
             text=_body(request), handle_get=_get_handler(request), return_resources=wants_resources,
@@ -67,7 +68,7 @@ def system_search(request: HttpRequest) -> HttpResponse:
 @fhir_endpoint("history")
 def history(request: HttpRequest, resource_type: str | None = None, logical_id: str | None = None):
     _allow(request, "GET")
-    ctx = _context(request)
+    ctx = access_context(request)
     if resource_type:
         policy.authorize(ctx, "history", resource_type, logical_id)
     else:
@@ -89,7 +90,7 @@ def type_root(request: HttpRequest, resource_type: str) -> HttpResponse:
     """GET searches, POST creates (If-None-Exist: conditional), PUT with criteria updates."""
     _allow(request, "GET", "POST", "PUT")
     if request.method == "POST":
-        ctx = _context(request)
+        ctx = access_context(request)
         policy.authorize(ctx, "create", resource_type)
         outcome = services.resource_create(resource_type=resource_type, text=_body(request),
                                            if_none_exist=request.headers.get("If-None-Exist"),
@@ -98,7 +99,7 @@ def type_root(request: HttpRequest, resource_type: str) -> HttpResponse:
         policy.check_row(ctx, outcome.resource, write=True)
         return written_response(request, outcome.resource, outcome.status, base_url(request))
     if request.method == "PUT":
-        ctx = _context(request)
+        ctx = access_context(request)
         query = request.META.get("QUERY_STRING", "")
         policy.authorize(ctx, "update", resource_type)
         outcome = services.resource_conditional_update(
@@ -122,7 +123,7 @@ def type_search(request: HttpRequest, resource_type: str) -> HttpResponse:
 def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpResponse:
     _allow(request, "GET", "HEAD", "PUT", "PATCH", "DELETE")
     base = base_url(request)
-    ctx = _context(request)
+    ctx = access_context(request)
     interaction = {"PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(request.method, "read")
     stored = policy.authorize(ctx, interaction, resource_type, logical_id)
     if request.method == "PUT":
@@ -152,7 +153,7 @@ def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpR
 @fhir_endpoint("vread")
 def vread(request: HttpRequest, resource_type: str, logical_id: str, version_id: str) -> HttpResponse:
     _allow(request, "GET", "HEAD")
-    stored = policy.authorize(_context(request), "vread", resource_type, logical_id)
+    stored = policy.authorize(access_context(request), "vread", resource_type, logical_id)
     version = selectors.resource_vread(resource_type=resource_type, logical_id=logical_id,
                                        version_id=version_id)
     request.access.patient_id = stored.patient_id if stored else None
@@ -163,7 +164,7 @@ def vread(request: HttpRequest, resource_type: str, logical_id: str, version_id:
 @fhir_endpoint("everything")
 def everything(request: HttpRequest, logical_id: str) -> HttpResponse:
     _allow(request, "GET")
-    ctx = _context(request)
+    ctx = access_context(request)
     policy.authorize(ctx, "everything", "Patient", logical_id)
     offset, count = _paging(request, default=selectors.HISTORY_DEFAULT_COUNT)
     resources, total = selectors.patient_everything(logical_id=logical_id, offset=offset, count=count,
@@ -181,7 +182,7 @@ def unknown(request: HttpRequest, path: str = "") -> HttpResponse:
 
 
 def _search(request: HttpRequest, resource_type: str | None, params: list[tuple[str, str]]) -> HttpResponse:
-    ctx = _context(request)
+    ctx = access_context(request)
     if resource_type:
         policy.check_type(ctx, resource_type, "search")
     else:
@@ -221,17 +222,6 @@ def _get_handler(request: HttpRequest):
         return response.status_code, response.content.decode()
 
     return handle
-
-
-def _context(request: HttpRequest) -> policy.AccessContext:
-    """The caller's access context; a declared emergency is written into the audit record."""
-    ctx = getattr(request, "access_context", None)
-    if ctx is None:
-        ctx = request.access_context = policy.AccessContext.from_request(request)
-        if ctx.break_glass:
-            request.access.purpose_of_use = "ETREAT"
-            request.access.break_glass_reason = ctx.break_glass_reason
-    return ctx
 
 
 def _entry_authorizer(ctx: policy.AccessContext):
