@@ -3,10 +3,13 @@
 Keys are made of UIDs only (digits and dots, checked by ``imaging.reading``), so they are
 safe as paths and as object names. A key is written at most once per stored instance; a
 file left by a rolled-back transaction is simply overwritten by the next store of that UID.
+Writes are durable before they return (fsync on a filesystem), as the rows naming them are
+committed next.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 
 from django.core.files.base import ContentFile
@@ -23,27 +26,129 @@ def instance_key(study_uid: str, sop_uid: str, *, suffix: str = "") -> str:
 
 
 def blob_put(*, key: str, data: bytes) -> None:
-    """Write (or overwrite) one object; the storage must be configured to overwrite."""
-    storage = dicom_storage()
-    if type(storage) is FileSystemStorage:  # the common case, without Storage.save's generic steps
-        _file_put(storage, key, data)
-        return
-    saved = storage.save(key, ContentFile(data))
-    if saved != key:  # a storage that renames instead of overwriting would lose the link
-        dicom_storage().delete(saved)
-        raise RuntimeError("the DICOM storage must overwrite objects (allow_overwrite / file_overwrite)")
+    """Write (or overwrite) one object, durably (see ``blobs_put``)."""
+    blobs_put([(key, data)])
 
 
-def _file_put(storage: FileSystemStorage, key: str, data: bytes) -> None:
-    path = storage.path(key)  # refuses a key that would leave the storage folder
-    flags, mode = os.O_WRONLY | os.O_CREAT | os.O_TRUNC, storage.file_permissions_mode or 0o640
+def blobs_put(items: list[tuple[str, bytes]]) -> None:
+    """Write (or overwrite) objects; each is durable when this returns.
+
+    The database rows that name them are committed after this, so a stored instance never
+    points at a file a crash lost: on a filesystem each file is fsynced, and so is each
+    folder that got a new entry; an object store's PUT is durable when it returns.
+    """
+    pending = PendingWrites(items, threads=False)
+    pending.wait()
+
+
+class PendingWrites:
+    """Objects being written (by default each in a writer thread) while the caller goes on.
+
+    ``wait`` returns once all are durable. The files' fsyncs run at the same time, so the
+    filesystem's journal commits one batch for them rather than one after another.
+    """
+
+    def __init__(self, items: list[tuple[str, bytes]], *, threads: bool = True) -> None:
+        storage = dicom_storage()
+        write = _file_writer(storage) if type(storage) is FileSystemStorage else _object_writer(storage)
+        if threads:
+            self._futures = [_writer().submit(write, key, data) for key, data in items]
+        else:
+            self._futures = []
+            for key, data in items:
+                future: concurrent.futures.Future = concurrent.futures.Future()
+                try:
+                    future.set_result(write(key, data))
+                except BaseException as error:
+                    future.set_exception(error)
+                    self._futures.append(future)
+                    break
+                self._futures.append(future)
+
+    def wait(self) -> None:
+        """Until every object is durable; raises what the writes raised."""
+        folders: set[str] = set()
+        for future in self._futures:
+            folders.update(future.result())
+        for folder in sorted(folders):
+            _fsync_folder(folder)
+
+    def settle(self) -> None:
+        """Until the writes are over, whatever they raised (the caller is failing already)."""
+        concurrent.futures.wait(self._futures)
+
+
+_WRITER: concurrent.futures.ThreadPoolExecutor | None = None
+_WRITER_PID = 0
+
+
+def _writer() -> concurrent.futures.ThreadPoolExecutor:
+    """The process's writer threads (made after a fork, never inherited from the parent)."""
+    global _WRITER, _WRITER_PID
+    if _WRITER is None or _WRITER_PID != os.getpid():
+        _WRITER = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicom-blobs")
+        _WRITER_PID = os.getpid()
+    return _WRITER
+
+
+def _object_writer(storage):
+    def write(key: str, data: bytes) -> set[str]:
+        saved = storage.save(key, ContentFile(data))
+        if saved != key:  # a storage that renames instead of overwriting would lose the link
+            storage.delete(saved)
+            raise RuntimeError("the DICOM storage must overwrite objects (allow_overwrite / file_overwrite)")
+        return set()
+
+    return write
+
+
+def _file_writer(storage: FileSystemStorage):
+    """Write and fsync one file (the common case, without Storage.save's generic steps).
+
+    Returns the folders that got a new entry, to be fsynced once the files are.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    mode = storage.file_permissions_mode or 0o640
+    folder_mode = storage.directory_permissions_mode or 0o750
+
+    def write(key: str, data: bytes) -> set[str]:
+        path = storage.path(key)  # refuses a key that would leave the storage folder
+        folder = os.path.dirname(path)
+        folders = {folder}
+        try:
+            descriptor = os.open(path, flags, mode)
+        except FileNotFoundError:  # the first instance of a study: make its folder
+            folders.update(_make_folders(folder, folder_mode))
+            descriptor = os.open(path, flags, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view):]
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        return folders
+
+    return write
+
+
+def _make_folders(folder: str, mode: int) -> set[str]:
+    """Make a folder and any missing parents; the folders that got a new entry."""
+    missing = []
+    while not os.path.isdir(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    if missing:  # another writer may have made it meanwhile
+        os.makedirs(missing[0], mode=mode, exist_ok=True)
+    return {os.path.dirname(path) for path in missing}
+
+
+def _fsync_folder(folder: str) -> None:
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        descriptor = os.open(path, flags, mode)
-    except FileNotFoundError:  # the first instance of a series: make its folders
-        os.makedirs(os.path.dirname(path), mode=storage.directory_permissions_mode or 0o750, exist_ok=True)
-        descriptor = os.open(path, flags, mode)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def blob_get(*, key: str) -> bytes:

@@ -13,15 +13,14 @@ import hashlib
 import io
 import re
 import warnings
-from dataclasses import dataclass, field
 from datetime import date
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_fragments
-from pydicom.errors import InvalidDicomError
 
 from .dicomjson import kept_json
+from .header import ENCAPSULATED, NATIVE, PIXEL_DATA, Header, header_read, keyword_tag
 
 # DICOM status codes shared by C-STORE and STOW-RS (PS3.4 Annex B, PS3.18 Table I.2-1).
 PROCESSING_FAILURE = 0x0110
@@ -93,28 +92,59 @@ class InstanceRefused(ValueError):
         self.sop_instance_uid = sop_instance_uid
 
 
-@dataclass
 class IncomingInstance:
-    """What the store needs from one file, read once."""
+    """What the store needs from one file, read once.
 
-    data: bytes
-    dataset: Dataset = field(repr=False)
-    content_sha256: str
-    study_instance_uid: str
-    series_instance_uid: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    transfer_syntax_uid: str
+    Read by ``imaging.header`` when it can (``header``), else by pydicom (``dataset``, which
+    is also parsed on first use for any value the header reader leaves to pydicom).
+    """
+
+    __slots__ = ("_dataset", "content_sha256", "data", "header", "series_instance_uid", "sop_class_uid",
+                 "sop_instance_uid", "study_instance_uid", "transfer_syntax_uid")
+
+    def __init__(self, *, data: bytes, content_sha256: str, study_instance_uid: str, series_instance_uid: str,
+                 sop_instance_uid: str, sop_class_uid: str, transfer_syntax_uid: str,
+                 dataset: Dataset | None = None, header: Header | None = None) -> None:
+        self.data = data
+        self.content_sha256 = content_sha256
+        self.study_instance_uid = study_instance_uid
+        self.series_instance_uid = series_instance_uid
+        self.sop_instance_uid = sop_instance_uid
+        self.sop_class_uid = sop_class_uid
+        self.transfer_syntax_uid = transfer_syntax_uid
+        self.header = header
+        self._dataset = dataset
+
+    def __repr__(self) -> str:
+        return f"IncomingInstance(sop_instance_uid={self.sop_instance_uid!r}, size={len(self.data)})"
+
+    @property
+    def dataset(self) -> Dataset:
+        if self._dataset is None:
+            self._dataset = _parse(self.data)
+        return self._dataset
 
     def attributes(self, tags: tuple[str, ...]) -> dict:
         """These attributes (a level's kept for QIDO-RS) as DICOM JSON."""
+        if self.header is not None:
+            found = self.header.json(tags)
+            if found is not None:
+                return found
         return kept_json(self.dataset, tags)
 
     def text(self, keyword: str, limit: int = 64) -> str:
+        if self.header is not None:
+            found = self.header.text(_tag(keyword))
+            if found is not None:
+                return found[:limit]
         value = self.dataset.get(keyword)
         return "" if value is None else str(value).strip()[:limit]
 
     def integer(self, keyword: str) -> int | None:
+        if self.header is not None:
+            found = self.header.integer(_tag(keyword))
+            if found is not False:
+                return found
         value = self.dataset.get(keyword)
         try:
             return int(value) if value not in (None, "") else None
@@ -123,6 +153,16 @@ class IncomingInstance:
 
     def study_date(self) -> date | None:
         return dicom_date(self.text("StudyDate"))
+
+
+_TAGS: dict[str, int] = {}
+
+
+def _tag(keyword: str) -> int:
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        tag = _TAGS[keyword] = keyword_tag(keyword)
+    return tag
 
 
 def is_uid(value: str) -> bool:
@@ -146,6 +186,9 @@ def instance_read(data: bytes) -> IncomingInstance:
     """
     if data[128:132] != b"DICM" and data[:4] == b"\x02\x00\x00\x00":
         data = b"\x00" * 128 + b"DICM" + data
+    fast = _fast_read(data)
+    if fast is not None:
+        return fast
     dataset = _parse(data)
     try:
         return _checked(data, dataset)
@@ -153,6 +196,63 @@ def instance_read(data: bytes) -> IncomingInstance:
         error.sop_class_uid = _uid_or_empty(dataset.get("SOPClassUID"))
         error.sop_instance_uid = _uid_or_empty(dataset.get("SOPInstanceUID"))
         raise
+
+
+def _fast_read(data: bytes) -> IncomingInstance | None:
+    """The instance as ``imaging.header`` reads it, when it can and the file is stored as it is.
+
+    None sends the file to pydicom (``_parse``, ``_checked``), which refuses it or reads what
+    the header reader does not: every refusal is pydicom's, with its status and message.
+    """
+    header = header_read(data)
+    if header is None:
+        return None
+    uids = [_uid(header, tag) for tag in _UID_TAGS]
+    if None in uids or uids[3] not in STORAGE_SOP_CLASSES or not _pixels_complete(header):
+        return None
+    return IncomingInstance(
+        data=data, header=header, content_sha256=content_sha256(data), study_instance_uid=uids[0],
+        series_instance_uid=uids[1], sop_instance_uid=uids[2], sop_class_uid=uids[3],
+        transfer_syntax_uid=header.transfer_syntax,
+    )
+
+
+def _uid(header: Header, tag: int) -> str | None:
+    """A valid UID as pydicom reads it (trailing NULs and spaces dropped), else None."""
+    raw = header.raw(tag)
+    if raw is None or header.vr(tag) != "UI":
+        return None
+    value = raw.decode("latin-1").rstrip("\x00 ")
+    return value if is_uid(value) else None
+
+
+def _pixels_complete(header: Header) -> bool:
+    """``_check_pixel_data``'s verdict when the header reader is sure of it, else False."""
+    if PIXEL_DATA not in header:
+        return False
+    frames = header.integer(_tag("NumberOfFrames"))
+    if frames is False:
+        return False
+    frames = max(1, frames or 1)
+    if header.transfer_syntax in NATIVE:
+        if header.fragments is not None:
+            return False
+        values = [header.integer(_tag(keyword)) for keyword in ("BitsAllocated", "Rows", "Columns", "SamplesPerPixel")]
+        if any(value is False or value is None for value in values[:3]) or values[3] is False:
+            return False
+        bits, rows, columns, samples = values
+        count = rows * columns * (samples or 1) * frames
+        photometric = header.raw(_tag("PhotometricInterpretation"))
+        if photometric is not None:
+            if header.vr(_tag("PhotometricInterpretation")) != "CS":
+                return False
+            if photometric.rstrip(b" \x00") == b"YBR_FULL_422":
+                count = count * 2 // 3
+        return header.length(PIXEL_DATA) >= (count * bits + 7) // 8
+    return header.transfer_syntax in ENCAPSULATED and header.fragments is not None and header.fragments >= frames
+
+
+_UID_TAGS = (0x0020000D, 0x0020000E, 0x00080018, 0x00080016)  # Study, Series, SOP Instance, SOP Class
 
 
 def _uid_or_empty(value) -> str:
@@ -206,8 +306,7 @@ def _parse(data: bytes) -> Dataset:
             # Reading is lazy for some values; touch the ones the store relies on.
             for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
                 dataset.get(keyword)
-    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, IndexError,
-            NotImplementedError, OverflowError) as error:
+    except Exception as error:  # noqa: BLE001 - whatever pydicom raises on a damaged file (struct.error, zlib.error, OSError…)
         raise InstanceRefused(CANNOT_UNDERSTAND, f"The file cannot be read as DICOM ({type(error).__name__})")
     return dataset
 

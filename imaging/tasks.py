@@ -21,6 +21,20 @@ def deidentify_instance(instance_id: int) -> None:
     services.instance_deidentify(instance_id=instance_id)
 
 
+@shared_task(name="imaging.deidentify_instances", ignore_result=True, acks_late=True,
+             autoretry_for=(OSError, OperationalError, services.DeidentificationUnavailable),
+             retry_backoff=True, retry_backoff_max=600, max_retries=8,
+             soft_time_limit=600, time_limit=660)
+def deidentify_instances(instance_ids: list[int]) -> None:
+    """Make the de-identified copies of the instances one request stored (one message for all).
+
+    Idempotent like ``deidentify_instance``: a retry after a failure part way through keeps
+    the copies already made and makes the rest.
+    """
+    for instance_id in instance_ids:
+        services.instance_deidentify(instance_id=instance_id)
+
+
 @shared_task(name="imaging.deidentify_pending", ignore_result=True, acks_late=False,
              soft_time_limit=60, time_limit=90)
 def deidentify_pending() -> int:

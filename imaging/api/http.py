@@ -16,7 +16,6 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from ehr.access import policy
 from ehr.api.audit import AccessRecord, write_audit
 from ehr.api.http import authenticate
 from ehr.fhir import FhirError
@@ -48,24 +47,14 @@ def allow(request: HttpRequest, *methods: str) -> None:
         raise DicomwebError(405, f"{request.method} is not allowed here", {"Allow": ", ".join(methods)})
 
 
-def access_context(request: HttpRequest) -> policy.AccessContext:
-    """The caller's access context; a declared emergency is written into the audit record."""
-    ctx = getattr(request, "access_context", None)
-    if ctx is None:
-        ctx = request.access_context = policy.AccessContext.from_request(request)
-        if ctx.break_glass:
-            request.access.purpose_of_use = "ETREAT"
-            request.access.break_glass_reason = ctx.break_glass_reason
-    return ctx
-
-
 def dicomweb_endpoint(**interactions: str):
     """Wrap a DICOMweb view: bearer token, errors as JSON, one audit entry per request.
 
     ``interactions`` maps each HTTP method (lower case) to the FHIR restful-interaction code
     its audit entry carries: create for STOW-RS, search-type for QIDO-RS, read for WADO-RS.
-    The view runs on a savepoint, so a failed request keeps none of its writes while its
-    audit entry is still written.
+    The view and its audit entry share one transaction; a request that fails is rolled back
+    whole and its audit entry written in a transaction of its own (no savepoint round trips
+    on the way that succeeds).
     """
     fallback = next(iter(interactions.values()))
 
@@ -80,9 +69,14 @@ def dicomweb_endpoint(**interactions: str):
             if interaction.startswith("search"):
                 request.access.query = request.META.get("QUERY_STRING", "")[:2000]
             try:
-                with transaction.atomic():
-                    response = _answer(view, request, args, kwargs)
-                    write_audit(request, request.access, response)
+                try:
+                    with transaction.atomic():
+                        response = _answer(view, request, args, kwargs)
+                        write_audit(request, request.access, response)
+                except _Failed as failed:  # rolled back: nothing the view wrote is kept
+                    response = failed.response
+                    with transaction.atomic():
+                        write_audit(request, request.access, response)
             except Exception as error:  # noqa: BLE001 - an access that cannot be audited is refused
                 _log_failure("audit entry could not be written", request, error)
                 response = error_response(500, "The access could not be audited")
@@ -95,20 +89,27 @@ def dicomweb_endpoint(**interactions: str):
     return decorate
 
 
+class _Failed(Exception):
+    """A view that failed: its transaction is rolled back, the error answer still audited."""
+
+    def __init__(self, response: HttpResponse) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
 def _answer(view, request: HttpRequest, args, kwargs) -> HttpResponse:
     try:
         authenticate(request)
-        with transaction.atomic():
-            return view(request, *args, **kwargs)
+        return view(request, *args, **kwargs)
     except FhirError as error:
-        return error_response(error.status, error.diagnostics, error.headers)
+        raise _Failed(error_response(error.status, error.diagnostics, error.headers)) from None
     except DicomwebError as error:
-        return error_response(error.status, error.message, error.headers)
+        raise _Failed(error_response(error.status, error.message, error.headers)) from None
     except RequestDataTooBig:
-        return error_response(413, "The request body is too large")
+        raise _Failed(error_response(413, "The request body is too large")) from None
     except Exception as error:  # noqa: BLE001 - the one place that must answer no matter what
         _log_failure("DICOMweb request failed", request, error)
-        return error_response(500, "Internal error; the request was not applied")
+        raise _Failed(error_response(500, "Internal error; the request was not applied")) from None
 
 
 def _drain(request: HttpRequest) -> None:

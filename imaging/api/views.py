@@ -11,6 +11,7 @@ import json
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
+from ehr.api.http import access_context
 from imaging import dicomjson, pixels, selectors, services
 from imaging.access import study_check_row, study_check_type, study_note_consents, study_visible
 from imaging.blobs import blob_get
@@ -22,7 +23,7 @@ from imaging.reading import (
 )
 
 from . import render
-from .http import DICOM_JSON, DicomwebError, access_context, allow, dicomweb_endpoint
+from .http import DICOM_JSON, DicomwebError, allow, dicomweb_endpoint
 from .multipart import media_type, parse_related, related_body
 
 EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"

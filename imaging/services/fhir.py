@@ -37,15 +37,23 @@ def study_sync_fhir(*, study_ids: list[int] | set[int]) -> list[Resource]:
     return written
 
 
-def imaging_studies_write(studies: list[Study], *, new: set[int]) -> list[Resource]:
+def imaging_studies_write(studies: list[Study], *, new: set[int],
+                          contents: tuple[dict, dict] | None = None) -> list[Resource]:
     """Write each study's ImagingStudy (studies in ``new`` are known to have none yet).
 
-    Creates each organization's DICOMweb Endpoint the first time. ImagingStudies that do not
-    exist yet are validated one by one and inserted together (``ehr.services.storage``: one
-    statement per table for all of them, with versions, indexes and owners as any create).
+    ``contents`` may give the series (by study) and instances (by series) of the studies in
+    ``new``, in display order; the others' are read. Creates each organization's DICOMweb
+    Endpoint the first time. ImagingStudies that do not exist yet are validated one by one
+    and inserted together (``ehr.services.storage``: one statement per table for all of
+    them, with versions, indexes and owners as any create).
     """
     endpoints = {org: _endpoint_ensure(org) for org in {study.organization_id for study in studies}}
-    series_of, instances_of = _contents([study.pk for study in studies])
+    known = new if contents is not None else set()
+    unknown = [study.pk for study in studies if study.pk not in known]
+    series_of, instances_of = _contents(unknown) if unknown else ({}, {})
+    if contents is not None:
+        series_of.update(contents[0])
+        instances_of.update(contents[1])
     maybe = [study.fhir_id for study in studies if study.pk not in new]
     existing = set(Resource.objects.filter(resource_type="ImagingStudy", logical_id__in=maybe)
                    .values_list("logical_id", flat=True)) if maybe else set()

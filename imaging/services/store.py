@@ -2,6 +2,13 @@
 
 The same UID stored twice is either the same content (nothing changes) or a reported
 conflict; a refused instance leaves no row and no file.
+
+A request costs two round trips to PostgreSQL for its rows, whatever its size: one that
+takes the advisory locks and then reads what is already stored (instances, studies,
+series, the Patients of the studies' patient identifiers) and reserves row ids, and one
+that inserts every new study, series and instance. Both are several statements sent
+together; each statement still runs after the one before it, so the reads see what was
+committed before the locks were granted.
 """
 
 from __future__ import annotations
@@ -9,15 +16,16 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import date, datetime
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.utils import timezone
 
-from ehr.models import TokenIndex
+from ehr.models import Resource, TokenIndex
 from ehr.services import resource_create
 from imaging import dicomjson, fhirmap
-from imaging.blobs import blob_put, instance_key
+from imaging.blobs import PendingWrites, instance_key
 from imaging.models import Instance, Series, Study
 from imaging.reading import (
     DUPLICATE_SOP_INSTANCE,
@@ -30,7 +38,6 @@ from imaging.reading import (
 
 from .deid import deidentify_queue
 from .fhir import imaging_studies_write
-from .locks import advisory_locks
 
 STORED = "stored"
 ALREADY_STORED = "already-stored"  # same UID, same content: nothing written
@@ -60,39 +67,42 @@ def instances_store(*, incoming: list[IncomingInstance], organization_id: str,
     """Store checked instances for an organization in one transaction (a STOW-RS request).
 
     Returns, in input order, each instance's outcome or its refusal. A refused instance
-    leaves no row and no file; the others are stored together: rows in a few bulk
-    statements under per-UID advisory locks, then the files. With ``sync_fhir`` the
+    leaves no row and no file; the others are stored together: rows in one round trip of
+    bulk statements under per-UID advisory locks, files written and fsynced by writer
+    threads meanwhile (all durable before this returns, so before commit). With ``sync_fhir`` the
     ImagingStudy of every study that received an instance is rewritten in the same
     transaction; without it (DIMSE) those studies are marked stale for ``study_sync_fhir``.
     De-identified copies are queued after commit when ``IMAGING_DEIDENTIFY_ON_INGEST`` is on.
     """
-    results: list[StoreOutcome | InstanceRefused | None] = [None] * len(incoming)
+    results: list = [None] * len(incoming)
+    if not incoming:
+        return results
     # No savepoint: refusals are decided before writing, anything else fails the caller's transaction.
     with transaction.atomic(savepoint=False):
-        advisory_locks([f"imaging-sop:{item.sop_instance_uid}" for item in incoming]
-                  + [f"imaging-study:{item.study_instance_uid}" for item in incoming])
-        fresh = _resolve_existing(incoming, organization_id, results)
-        studies = _studies_for([incoming[i] for i in fresh], organization_id, synced=sync_fhir)
-        series = _series_for([incoming[i] for i in fresh], studies)
-        rows = []
+        stored = _read_stored(incoming, organization_id)
+        fresh = _resolve_existing(incoming, organization_id, results, stored.instances)
+        plan = _Plan(stored, organization_id, synced=sync_fhir)
+        accepted = []
         for index in fresh:
-            item = incoming[index]
-            refusal = _refusal(item, studies, series, organization_id)
-            if refusal is not None:
+            refusal = plan.place(incoming[index])
+            if refusal is None:
+                accepted.append(index)
+            else:
                 results[index] = refusal
-                continue
-            rows.append((index, _instance_row(studies[item.study_instance_uid],
-                                              series[item.series_instance_uid], item)))
-        created = Instance.objects.bulk_create([row for _, row in rows])
-        touched = {row.study_id: row.study for row in created}
-        if sync_fhir and touched:
-            new = {study.pk for study in studies.values() if study.fhir_new}
-            imaging_studies_write(list(touched.values()), new=new)
-            _mark_synced({pk for pk, study in touched.items() if study.fhir_stale and pk not in new})
-        elif not sync_fhir:
-            _mark_stale({pk for pk, study in touched.items() if not study.fhir_stale})
-        for (index, _), row in zip(rows, created):
-            blob_put(key=row.storage_key, data=incoming[index].data)
+        # The files are written and fsynced while the rows are: both are done before commit.
+        files = PendingWrites([(instance_key(incoming[index].study_instance_uid, incoming[index].sop_instance_uid),
+                                incoming[index].data) for index in accepted])
+        try:
+            created = plan.write([incoming[index] for index in accepted])
+            touched = {row.study_id: row.study for row in created}
+            if sync_fhir and touched:
+                new = {row.pk for row in plan.new_studies}
+                imaging_studies_write(list(touched.values()), new=new, contents=_contents_of(new, created))
+        except BaseException:
+            files.settle()
+            raise
+        files.wait()
+        for index, row in zip(accepted, created):
             results[index] = StoreOutcome(row, STORED)
         if created and settings.IMAGING_DEIDENTIFY_ON_INGEST:
             ids = [row.pk for row in created]
@@ -103,10 +113,293 @@ def instances_store(*, incoming: list[IncomingInstance], organization_id: str,
     return results
 
 
-def _resolve_existing(incoming: list[IncomingInstance], organization_id: str, results: list) -> list[int]:
+# --- what is stored already: one round trip -----------------------------------------------------
+
+@dataclass
+class _Stored:
+    instances: dict[str, Instance]  # by SOP Instance UID, with .study and .series
+    studies: dict[str, Study]
+    series: dict[str, Series]
+    patients: dict[tuple[str, str], str]  # (system, value) -> Patient id, for the studies' patients
+    patient_keys: dict[str, tuple[str, str]]  # study UID -> its patient identifier
+    ids: dict[type, list[int]]  # row ids reserved for new studies, series and instances
+
+
+def _read_stored(incoming: list[IncomingInstance], organization_id: str) -> _Stored:
+    """Lock the request's UIDs, then read what is stored under them, in one round trip."""
+    firsts: dict[str, IncomingInstance] = {}
+    for item in incoming:
+        firsts.setdefault(item.study_instance_uid, item)
+    patient_keys = {uid: _patient_key(item, organization_id) for uid, item in firsts.items()}
+    sop_uids = sorted({item.sop_instance_uid for item in incoming})
+    series_uids = sorted({item.series_instance_uid for item in incoming})
+    keys = [f"imaging-sop:{uid}" for uid in sop_uids] + [f"imaging-study:{uid}" for uid in firsts]
+    patients_sql, patients_params = _patients_query(set(patient_keys.values()), organization_id)
+    # Lists travel as JSON texts: psycopg quotes a text[] element by element in Python.
+    statements = [
+        (_LOCKS, [_json(keys)]),
+        (f"SELECT {_columns(Instance, 'i')}, {_columns(Study, 's')}, se.series_instance_uid "
+         f"FROM imaging_instance i JOIN imaging_study s ON s.id = i.study_id "
+         f"JOIN imaging_series se ON se.id = i.series_id WHERE i.sop_instance_uid IN {_ELEMENTS}", [_json(sop_uids)]),
+        (f"SELECT {_columns(Study, 's')} FROM imaging_study s WHERE s.study_instance_uid IN {_ELEMENTS}",
+         [_json(list(firsts))]),
+        (f"SELECT {_columns(Series, 'se')} FROM imaging_series se WHERE se.series_instance_uid IN {_ELEMENTS}",
+         [_json(series_uids)]),
+        (patients_sql, patients_params),
+        ("SELECT 's', nextval(pg_get_serial_sequence('imaging_study', 'id')) FROM generate_series(1, %s) "
+         "UNION ALL SELECT 'e', nextval(pg_get_serial_sequence('imaging_series', 'id')) FROM generate_series(1, %s) "
+         "UNION ALL SELECT 'i', nextval(pg_get_serial_sequence('imaging_instance', 'id')) "
+         "FROM generate_series(1, %s)", [len(firsts), len(series_uids), len(incoming)]),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute("; ".join(sql for sql, _ in statements), [p for _, params in statements for p in params])
+        cursor.nextset()
+        study_width, instance_width = len(_FIELDS[Study]), len(_FIELDS[Instance])
+        instances = {}
+        for row in cursor.fetchall():
+            study = _model(Study, row[instance_width:instance_width + study_width])
+            instance = _model(Instance, row[:instance_width])
+            instance.study = study
+            instance.series = Series(pk=instance.series_id, study=study, series_instance_uid=row[-1])
+            instances[instance.sop_instance_uid] = instance
+        cursor.nextset()
+        studies = {row.study_instance_uid: row for row in (_model(Study, values) for values in cursor.fetchall())}
+        cursor.nextset()
+        series = {row.series_instance_uid: row for row in (_model(Series, values) for values in cursor.fetchall())}
+        cursor.nextset()
+        patients = _patients_found(cursor.fetchall())
+        cursor.nextset()
+        ids: dict[type, list[int]] = {Study: [], Series: [], Instance: []}
+        for kind, value in cursor.fetchall():
+            ids[{"s": Study, "e": Series, "i": Instance}[kind]].append(value)
+    return _Stored(instances, studies, series, patients, patient_keys, ids)
+
+
+def _patients_found(rows) -> dict[tuple[str, str], str]:
+    patients: dict[tuple[str, str], str] = {}
+    for system, code, logical_id in rows:  # newest first: the oldest wins
+        patients[(system, code)] = logical_id
+    return patients
+
+
+def _patients_query(keys: set[tuple[str, str]], organization_id: str) -> tuple[str, list]:
+    """The organization's current Patients carrying each identifier, newest first.
+
+    The token index of ``ehr`` as its models name it (search ``identifier`` on Patient).
+    """
+    token, resource = TokenIndex._meta, Resource._meta
+
+    def column(meta, name: str) -> str:
+        return '"' + meta.get_field(name).column + '"'
+
+    values = sorted({value for _, value in keys})
+    sql = (f'SELECT t.{column(token, "system")}, t.{column(token, "code")}, r.{column(resource, "logical_id")} '
+           f'FROM "{token.db_table}" t JOIN "{resource.db_table}" r ON r."id" = t.{column(token, "resource")} '
+           f"WHERE t.{column(token, 'resource_type')} = 'Patient' AND t.{column(token, 'param')} = 'identifier' "
+           f"AND t.{column(token, 'code')} IN {_ELEMENTS} "
+           f"AND (t.{column(token, 'system')}, t.{column(token, 'code')}) IN "
+           f"(SELECT k ->> 0, k ->> 1 FROM json_array_elements(%s::json) AS k) "
+           f"AND r.{column(resource, 'organization_id')} = %s AND NOT r.{column(resource, 'deleted')} "
+           f"ORDER BY t.{column(token, 'resource')} DESC")
+    return sql, [_json(list(values)), _json([list(key) for key in sorted(keys)]), organization_id]
+
+
+_ELEMENTS = "(SELECT json_array_elements_text(%s::json))"
+# Transaction-scoped advisory locks on a JSON list of keys, taken in one sorted order (the
+# same order as ``imaging.services.locks``), so two transactions never wait in a cycle.
+_LOCKS = ("SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
+          "FROM (SELECT DISTINCT k FROM json_array_elements_text(%s::json) AS k ORDER BY k) AS keys")
+
+
+def _json(value) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+# Every column but the JSON attributes (not needed to store, and left unread).
+_FIELDS = {model: [field for field in model._meta.concrete_fields if field.name != "attributes"]
+           for model in (Study, Series, Instance)}
+
+
+def _columns(model, alias: str) -> str:
+    return ", ".join(f'{alias}."{field.column}"' for field in _FIELDS[model])
+
+
+def _model(model, values):
+    return model.from_db("default", [field.attname for field in _FIELDS[model]], values)
+
+
+# --- what to write: decided in Python, written in one round trip ------------------------------
+
+class _Plan:
+    """The rows a request adds: new studies, series and instances, and the studies it changes."""
+
+    def __init__(self, stored: _Stored, organization_id: str, *, synced: bool) -> None:
+        self.stored = stored
+        self.organization_id = organization_id
+        self.synced = synced
+        self.now = timezone.now()
+        self.studies = dict(stored.studies)
+        self.series = dict(stored.series)
+        self.firsts: dict[str, IncomingInstance] = {}  # new study UID -> its first accepted instance
+        self.modalities: dict[str, set[str]] = {}  # new study UID -> modalities of its instances
+        self.new_series: dict[str, tuple[str, IncomingInstance]] = {}  # UID -> (study UID, first instance)
+        self.new_studies: list[Study] = []
+
+    def place(self, item: IncomingInstance) -> InstanceRefused | None:
+        """Accept an instance into its study and series, or say why it cannot go there."""
+        study_uid, series_uid = item.study_instance_uid, item.series_instance_uid
+        study = self.studies.get(study_uid)
+        reason = None
+        if study is not None and study.organization_id != self.organization_id:
+            reason = InstanceRefused(NOT_AUTHORIZED, "The study belongs to another organization")
+        elif series_uid in self.series:
+            if study is None or self.series[series_uid].study_id != study.pk:
+                reason = InstanceRefused(PROCESSING_FAILURE, "The series is stored under another study")
+        elif series_uid in self.new_series and self.new_series[series_uid][0] != study_uid:
+            reason = InstanceRefused(PROCESSING_FAILURE, "The series is stored under another study")
+        if reason is not None:
+            reason.sop_class_uid, reason.sop_instance_uid = item.sop_class_uid, item.sop_instance_uid
+            return reason
+        if series_uid in self.series:
+            self.series[series_uid].study = study  # the same row: no query when the answer names it
+        if study is None:
+            self.firsts.setdefault(study_uid, item)
+            self.modalities.setdefault(study_uid, set()).add(item.text("Modality", 16))
+        if series_uid not in self.series:
+            self.new_series.setdefault(series_uid, (study_uid, item))
+        return None
+
+    def write(self, items: list[IncomingInstance]) -> list[Instance]:
+        """Insert the new studies, series and instances; returns the instances, in order."""
+        if not items:
+            return []
+        ids = self.stored.ids
+        patients = self._patients()
+        for uid, item in self.firsts.items():
+            study = _study_row(item, self.organization_id, patients[uid], sorted(self.modalities[uid] - {""}),
+                               stale=not self.synced)
+            study.pk, study.created, study.updated = ids[Study].pop(0), self.now, self.now
+            self.studies[uid] = study
+            self.new_studies.append(study)
+        new_series = []
+        changed: dict[int, Study] = {}
+        new_pks = {row.pk for row in self.new_studies}
+        for uid, (study_uid, item) in self.new_series.items():
+            study = self.studies[study_uid]
+            row = Series(pk=ids[Series].pop(0), study=study, series_instance_uid=uid, created=self.now,
+                         modality=item.text("Modality", 16), series_number=item.integer("SeriesNumber"),
+                         series_description=item.text("SeriesDescription"),
+                         attributes=item.attributes(dicomjson.SERIES_TAGS))
+            self.series[uid] = row
+            new_series.append(row)
+            if study.pk not in new_pks and row.modality and row.modality not in study.modalities:
+                study.modalities = sorted({*study.modalities, row.modality})
+                changed[study.pk] = study
+        created = []
+        for item in items:
+            row = _instance_row(self.studies[item.study_instance_uid], self.series[item.series_instance_uid], item)
+            row.pk, row.created = ids[Instance].pop(0), self.now
+            created.append(row)
+        statements = [_insert(Study, self.new_studies), _insert(Series, new_series), _insert(Instance, created)]
+        statements.extend(self._study_updates(changed, {row.study_id: row.study for row in created}))
+        statements = [statement for statement in statements if statement is not None]
+        with connection.cursor() as cursor:
+            cursor.execute("; ".join(sql for sql, _ in statements), [p for _, params in statements for p in params])
+        return created
+
+    def _patients(self) -> dict[str, str]:
+        """The Patient id of each new study: the organization's Patient with the study's
+        PatientID/IssuerOfPatientID, or one created (tagged) for it.
+
+        Without a PatientID a study cannot be matched to anyone: it gets a Patient of its own.
+        A Patient found by the first read is used as it is. Only identifiers without one are
+        locked (after the UIDs, always in that order), looked up again and created if still
+        missing, so concurrent requests for one patient create it once and requests for known
+        patients never wait for each other.
+        """
+        found = self.stored.patients
+        keys = {self.stored.patient_keys[uid] for uid in self.firsts}
+        missing = sorted(keys - set(found))
+        if missing:
+            locks = [f"imaging-patient:{self.organization_id}|{system}|{value}" for system, value in missing]
+            sql, params = _patients_query(set(missing), self.organization_id)
+            with connection.cursor() as cursor:
+                cursor.execute(f"{_LOCKS}; {sql}", [_json(locks), *params])
+                cursor.nextset()
+                found.update(_patients_found(cursor.fetchall()))
+        out = {}
+        for uid, item in self.firsts.items():
+            key = self.stored.patient_keys[uid]
+            if key not in found:
+                found[key] = _patient_create(item, key, self.organization_id)
+            out[uid] = found[key]
+        return out
+
+    def _study_updates(self, changed: dict[int, Study], touched: dict[int, Study]) -> list[tuple[str, list]]:
+        """New modalities of stored studies, and their ImagingStudy flag (written now or due)."""
+        new = {row.pk for row in self.new_studies}
+        flags = {}
+        for pk, study in touched.items():
+            if pk in new:
+                continue
+            if self.synced and study.fhir_stale:  # a DIMSE association had left it stale
+                study.fhir_stale = False
+                flags[pk] = study
+            elif not self.synced and not study.fhir_stale:
+                study.fhir_stale = True
+                flags[pk] = study
+        rows = {**changed, **flags}
+        if not rows:
+            return []
+        values = ", ".join("(%s, %s::varchar(16)[], %s)" for _ in rows)
+        params = [p for study in rows.values() for p in (study.pk, study.modalities, study.fhir_stale)]
+        return [(f"UPDATE imaging_study SET modalities = v.modalities, fhir_stale = v.stale, updated = %s "
+                 f"FROM (VALUES {values}) AS v(id, modalities, stale) WHERE imaging_study.id = v.id",
+                 [self.now, *params])]
+
+
+def _contents_of(new: set[int], created: list[Instance]) -> tuple[dict, dict]:
+    """Series by study and instances by series of the new studies, in display order.
+
+    All of a new study's series and instances came with this request: no query needed.
+    """
+    series_of: dict[int, dict[int, Series]] = {}
+    instances_of: dict[int, list[Instance]] = {}
+    for row in created:
+        if row.study_id in new:
+            series_of.setdefault(row.study_id, {})[row.series_id] = row.series
+            instances_of.setdefault(row.series_id, []).append(row)
+    ordered = {pk: sorted(rows.values(), key=lambda row: (row.series_number is None, row.series_number or 0, row.pk))
+               for pk, rows in series_of.items()}
+    for rows in instances_of.values():
+        rows.sort(key=lambda row: (row.instance_number is None, row.instance_number or 0, row.pk))
+    return ordered, instances_of
+
+
+def _insert(model, rows: list) -> tuple[str, list] | None:
+    """One INSERT of these rows with their ids (from ``nextval``), every column as the model says.
+
+    The rows travel as one JSON parameter (``json_populate_recordset``): the statement's text
+    and its one placeholder are the same whatever the number of rows, which keeps psycopg's
+    client-side binding cheap, and ``json.dumps`` is the only per-value work in Python.
+    """
+    if not rows:
+        return None
+    table = model._meta.db_table
+    columns = ", ".join(f'"{field.column}"' for field in model._meta.concrete_fields)
+    values = [{field.column: _json_value(getattr(row, field.attname)) for field in model._meta.concrete_fields}
+              for row in rows]
+    return (f'INSERT INTO "{table}" ({columns}) SELECT {columns} FROM json_populate_recordset(NULL::"{table}", %s)',
+            [json.dumps(values, separators=(",", ":"))])
+
+
+def _json_value(value):
+    return value.isoformat() if isinstance(value, date | datetime) else value
+
+
+def _resolve_existing(incoming: list[IncomingInstance], organization_id: str, results: list,
+                      stored: dict[str, Instance]) -> list[int]:
     """Fill in the outcome of UIDs already stored (or repeated in the batch); the rest's indexes."""
-    stored = {row.sop_instance_uid: row for row in Instance.objects.select_related("study").filter(
-        sop_instance_uid__in={item.sop_instance_uid for item in incoming})}
     first_in_batch: dict[str, int] = {}
     fresh = []
     for index, item in enumerate(incoming):
@@ -144,46 +437,6 @@ def _existing_outcome(row: Instance, item: IncomingInstance, organization_id: st
     return StoreOutcome(row, ALREADY_STORED if row.content_sha256 == item.content_sha256 else CONFLICT)
 
 
-def _refusal(item: IncomingInstance, studies: dict, series: dict, organization_id: str):
-    study = studies[item.study_instance_uid]
-    reason = None
-    if study.organization_id != organization_id:
-        reason = InstanceRefused(NOT_AUTHORIZED, "The study belongs to another organization")
-    elif series[item.series_instance_uid].study_id != study.pk:
-        reason = InstanceRefused(PROCESSING_FAILURE, "The series is stored under another study")
-    if reason is not None:
-        reason.sop_class_uid, reason.sop_instance_uid = item.sop_class_uid, item.sop_instance_uid
-    return reason
-
-
-def _studies_for(incoming: list[IncomingInstance], organization_id: str, *, synced: bool) -> dict[str, Study]:
-    """The Study row of each study UID, created (with its Patient link) when new.
-
-    ``fhir_new`` (not a column) tells which rows were created here; with ``synced`` they are
-    created up to date, their ImagingStudy being written in this same transaction.
-    """
-    uids = {item.study_instance_uid for item in incoming}
-    studies = {row.study_instance_uid: row for row in Study.objects.filter(study_instance_uid__in=uids)}
-    for row in studies.values():
-        row.fhir_new = False
-    firsts: dict[str, IncomingInstance] = {}
-    for item in incoming:
-        if item.study_instance_uid not in studies:
-            firsts.setdefault(item.study_instance_uid, item)
-    if not firsts:
-        return studies
-    patients = _patients_for(list(firsts.values()), organization_id)
-    modalities: dict[str, set[str]] = {}
-    for item in incoming:
-        modalities.setdefault(item.study_instance_uid, set()).add(item.text("Modality", 16))
-    new = [_study_row(item, organization_id, patients[item.study_instance_uid],
-                      sorted(modalities[uid] - {""}), stale=not synced) for uid, item in firsts.items()]
-    for row in Study.objects.bulk_create(new):
-        row.fhir_new, row.fhir_stale = True, not synced
-        studies[row.study_instance_uid] = row
-    return studies
-
-
 def _study_row(item: IncomingInstance, organization_id: str, patient_id: str, modalities: list[str],
                *, stale: bool = True) -> Study:
     return Study(modalities=modalities, fhir_stale=stale,
@@ -197,39 +450,12 @@ def _study_row(item: IncomingInstance, organization_id: str, patient_id: str, mo
     )
 
 
-def _patients_for(firsts: list[IncomingInstance], organization_id: str) -> dict[str, str]:
-    """The Patient id of each new study: the organization's Patient with the study's
-    PatientID/IssuerOfPatientID, or one created (tagged) for it.
-
-    Without a PatientID a study cannot be matched to anyone: it gets a Patient of its own.
-    """
-    keys = {item.study_instance_uid: _patient_key(item, organization_id) for item in firsts}
-    advisory_locks([f"imaging-patient:{organization_id}|{system}|{value}" for system, value in keys.values()])
-    found = _patients_found(set(keys.values()), organization_id)
-    for item in firsts:
-        key = keys[item.study_instance_uid]
-        if key not in found:
-            found[key] = _patient_create(item, key, organization_id)
-    return {uid: found[key] for uid, key in keys.items()}
-
-
 def _patient_key(item: IncomingInstance, organization_id: str) -> tuple[str, str]:
     value = item.text("PatientID")
     if not value:
         return "urn:dicom:uid", f"urn:oid:{item.study_instance_uid}"
     return fhirmap.patient_identifier_system(issuer=item.text("IssuerOfPatientID"),
                                              organization_id=organization_id), value
-
-
-def _patients_found(keys: set[tuple[str, str]], organization_id: str) -> dict[tuple[str, str], str]:
-    """The organization's current Patients carrying each identifier (the oldest when several)."""
-    condition = Q()
-    for system, value in keys:
-        condition |= Q(system=system, code=value)
-    rows = (TokenIndex.objects.filter(condition, resource_type="Patient", param="identifier",
-                                      resource__organization_id=organization_id, resource__deleted=False)
-            .order_by("-resource_id").values_list("system", "code", "resource__logical_id"))
-    return {(system, code): logical_id for system, code, logical_id in rows}
 
 
 def _patient_create(item: IncomingInstance, key: tuple[str, str], organization_id: str) -> str:
@@ -240,51 +466,15 @@ def _patient_create(item: IncomingInstance, key: tuple[str, str], organization_i
     return created.resource.logical_id
 
 
-def _series_for(incoming: list[IncomingInstance], studies: dict[str, Study]) -> dict[str, Series]:
-    """The Series row of each series UID, created when new; new modalities added to their study."""
-    uids = {item.series_instance_uid for item in incoming}
-    series = {row.series_instance_uid: row for row in Series.objects.filter(series_instance_uid__in=uids)}
-    new: dict[str, Series] = {}
-    for item in incoming:
-        if item.series_instance_uid in series or item.series_instance_uid in new:
-            continue
-        new[item.series_instance_uid] = Series(
-            study=studies[item.study_instance_uid], series_instance_uid=item.series_instance_uid,
-            modality=item.text("Modality", 16), series_number=item.integer("SeriesNumber"),
-            series_description=item.text("SeriesDescription"),
-            attributes=item.attributes(dicomjson.SERIES_TAGS))
-    for row in Series.objects.bulk_create(new.values()):
-        series[row.series_instance_uid] = row
-        _add_modality(row.study, row.modality)  # a new study already has its batch's modalities
-    return series
-
-
-def _add_modality(study: Study, modality: str) -> None:
-    if modality and modality not in study.modalities:
-        study.modalities = sorted({*study.modalities, modality})
-        Study.objects.filter(pk=study.pk).update(modalities=study.modalities)
-
-
 def _instance_row(study: Study, series: Series, item: IncomingInstance) -> Instance:
-    dataset = item.dataset
     return Instance(
         study=study, series=series, sop_instance_uid=item.sop_instance_uid,
         sop_class_uid=item.sop_class_uid, transfer_syntax_uid=item.transfer_syntax_uid,
         instance_number=item.integer("InstanceNumber"),
         number_of_frames=max(1, item.integer("NumberOfFrames") or 1),
-        rows=dataset.get("Rows"), columns=dataset.get("Columns"),
+        rows=item.integer("Rows"), columns=item.integer("Columns"),
         content_sha256=item.content_sha256, size=len(item.data),
         storage_key=instance_key(study.study_instance_uid, item.sop_instance_uid),
         attributes=item.attributes(dicomjson.INSTANCE_LEVEL_TAGS),
     )
 
-
-def _mark_synced(study_ids: set[int]) -> None:
-    """Studies a DIMSE association had left stale are up to date once written here."""
-    if study_ids:
-        Study.objects.filter(pk__in=study_ids).update(fhir_stale=False)
-
-
-def _mark_stale(study_ids: set[int]) -> None:
-    if study_ids:
-        Study.objects.filter(pk__in=study_ids, fhir_stale=False).update(fhir_stale=True)
