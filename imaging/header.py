@@ -325,17 +325,9 @@ def _implicit_vr(tag: int) -> str | None:
 def _sequence(data: bytes, position: int, end: int, explicit: bool, depth: int) -> int:
     """The items of an undefined-length sequence; the position after its delimiter."""
     while True:
-        if position + 8 > end:
-            raise _Unusual
-        group, element, length = _implicit(data, position)
-        tag = group << 16 | element
-        position += 8
-        if tag == SEQUENCE_END:
-            if length:
-                raise _Unusual
+        length, position = _item_header(data, position, end)
+        if length is None:
             return position
-        if tag != ITEM:
-            raise _Unusual
         if explicit and position + 6 <= end and not _looks_explicit(data[position + 4:position + 6]):
             if not (length == UNDEFINED and data[position:position + 4] == b"\xfe\xff\x0d\xe0") and length:
                 raise _Unusual  # an implicit VR item inside explicit VR: pydicom's own rules
@@ -353,16 +345,25 @@ def _fragments(data: bytes, position: int, end: int) -> tuple[int, int]:
     """The items of encapsulated Pixel Data: the position after its delimiter, and their number."""
     items = 0
     while True:
-        if position + 8 > end:
-            raise _Unusual
-        group, element, length = _implicit(data, position)
-        tag = group << 16 | element
-        position += 8
-        if tag == SEQUENCE_END:
-            if length:
-                raise _Unusual
+        length, position = _item_header(data, position, end)
+        if length is None:
             return position, items
-        if tag != ITEM or length == UNDEFINED or position + length > end:
+        if length == UNDEFINED or position + length > end:
             raise _Unusual
         position += length
         items += 1
+
+
+def _item_header(data: bytes, position: int, end: int) -> tuple[int | None, int]:
+    """The next item's length and the position after its header; None at the sequence delimiter."""
+    if position + 8 > end:
+        raise _Unusual
+    group, element, length = _implicit(data, position)
+    tag = group << 16 | element
+    if tag == SEQUENCE_END:
+        if length:
+            raise _Unusual
+        return None, position + 8
+    if tag != ITEM:
+        raise _Unusual
+    return length, position + 8
