@@ -16,8 +16,9 @@ Three parts, each printing a Markdown table (pasted into docs/benchmarks.md):
    transaction per event (``--singles`` single-event anchors in a row); then the other
    transactions: deploy, member registration (``grantRole``), the no-op repeats and a repeat
    older than the contract's window (mined with a fixed gas limit, reverts ``Overlap``).
-2. Sustained anchoring: one thread appends BALP AuditEvents with ``ledger.audit.audit_append`` at
-   ``--rate`` events/s while another runs ``anchor_tick`` every second (AUDIT_ANCHOR_MAX_ENTRIES
+2. Sustained anchoring: ``--producers`` threads of a process of their own (as web workers are)
+   append BALP AuditEvents with ``ledger.audit.audit_append`` at ``--rate`` events/s while the
+   main process runs ``anchor_tick`` every second (AUDIT_ANCHOR_MAX_ENTRIES
    5000, interval 1 s, 1 confirmation) for ``--seconds``; events/s appended and anchored,
    backlog over time, lag from ``recorded`` to the end of the tick that confirmed the batch.
    Reference: the raw INSERT rate of the same rows (entry + salt, one commit per event) into
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import secrets
 import statistics
@@ -296,7 +298,7 @@ def sustained_part(client, url: str, seconds: float, rate: float, pre: int, prod
     Bundle do (each is audited on its own, all in the request's transaction).
     """
     from django.conf import settings
-    from django.db import connection, transaction
+    from django.db import connection, connections, transaction
 
     from ledger.anchoring import anchor_tick
     from ledger.audit import audit_append
@@ -304,14 +306,17 @@ def sustained_part(client, url: str, seconds: float, rate: float, pre: int, prod
     settings.AUDIT_ANCHOR_MAX_ENTRIES = 5000
     settings.AUDIT_ANCHOR_INTERVAL_SECONDS = 1.0
     settings.AUDIT_ANCHOR_CONFIRMATIONS = 1
-    stop = threading.Event()
-    appended = [0] * producers
+    # The producers run in a process of their own, as the web workers do: the anchoring tick
+    # (the Celery worker's job) must not share their interpreter lock.
+    fork = multiprocessing.get_context("fork")
+    stop = fork.Event()
+    appended = fork.Array("q", producers, lock=False)
     confirmed_at: dict[tuple[int, int], float] = {}
     samples: list[tuple[float, int, int, float]] = []  # (t, appended, anchored, tick seconds)
     errors: list[BaseException] = []
     anchored = [0]
 
-    def producer(k: int) -> None:
+    def producer(k: int, failed: list) -> None:
         try:
             start, n = time.perf_counter(), 0
             while not stop.is_set():
@@ -327,10 +332,20 @@ def sustained_part(client, url: str, seconds: float, rate: float, pre: int, prod
                                      recorded=recorded)
                         n += 1
                 appended[k] = n
-        except BaseException as error:  # reported by the main thread
-            errors.append(error)
+        except BaseException as error:  # noqa: BLE001 - the process's exit status reports it
+            failed.append(error)
         finally:
             connection.close()
+
+    def producers_process() -> None:
+        failed: list = []
+        threads = [threading.Thread(target=producer, args=(k, failed)) for k in range(producers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failed:
+            raise failed[0]
 
     def anchorer(drain_until: threading.Event) -> None:
         try:
@@ -354,22 +369,24 @@ def sustained_part(client, url: str, seconds: float, rate: float, pre: int, prod
             connection.close()
 
     drained = threading.Event()
-    threads = [*(threading.Thread(target=producer, args=(k,)) for k in range(producers)),
-               threading.Thread(target=anchorer, args=(drained,))]
+    connections.close_all()  # the child must not share the parent's database connections
+    appending = fork.Process(target=producers_process)
+    anchoring = threading.Thread(target=anchorer, args=(drained,))
     t_begin = time.perf_counter()
-    for thread in threads:
-        thread.start()
+    appending.start()
+    anchoring.start()
     time.sleep(seconds)
     stop.set()
-    for thread in threads[:-1]:
-        thread.join()
+    appending.join()
     load_seconds = time.perf_counter() - t_begin
     total = sum(appended)
     drained.set()
-    threads[-1].join(timeout=300)
+    anchoring.join(timeout=300)
     drain_seconds = time.perf_counter() - t_begin - load_seconds
     if errors:
         raise errors[0]
+    if appending.exitcode:
+        raise RuntimeError(f"the producers failed (exit status {appending.exitcode})")
 
     from ledger.models import AnchorBatch, AuditEntry
 
