@@ -150,14 +150,16 @@ _DCM = "http://dicom.nema.org/resources/ontology/DCM"
 def audit_event_balp(*, interaction: str, agent: str, outcome: str, recorded: datetime,
                      observer: str, resource: str | None = None, patient: str | None = None,
                      query: str | None = None, client: str | None = None,
+                     written: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
                      purpose_of_use: str = "TREAT", break_glass: bool = False,
                      break_glass_reason: str | None = None,
                      outcome_description: str | None = None,
                      consent_tokens: list[str] | tuple[str, ...] = ()) -> dict:
     """A FHIR R4 AuditEvent in the IHE Basic Audit Log Patterns (BALP) RESTful shape.
 
-    ``resource`` is a relative reference (``Observation/1/_history/2``), ``patient`` the
-    patient's id, ``query`` the search string, ``observer`` this node's name. Break the
+    ``resource`` is a relative reference (``Observation/1/_history/2``), ``written`` the
+    (reference, create/update/delete) of each write of a Bundle, entities with their lifecycle,
+    ``patient`` the patient's id, ``query`` the search string, ``observer`` this node's name. Break the
     glass adds ``BTG`` to the user's purposeOfUse (with the reason as text) and to the
     event's purposeOfEvent, so it can be searched and reported. ``consent_tokens`` are the
     consent tokens that allowed the access; they become the user agent's ``policy`` URIs.
@@ -182,7 +184,7 @@ def audit_event_balp(*, interaction: str, agent: str, outcome: str, recorded: da
         "source": {"observer": {"display": observer}, "type": [{
             "system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4",
             "display": "Application Server"}]},
-        "entity": _entities(resource=resource, patient=patient, query=query),
+        "entity": _entities(resource=resource, written=written, patient=patient, query=query),
     }
     if outcome != "0":
         event["outcomeDesc"] = outcome_description or OUTCOME_TEXT[outcome]
@@ -215,7 +217,7 @@ def _agents(*, agent: str, client: str | None, observer: str, purposes: list[dic
     return agents
 
 
-def _entities(*, resource: str | None, patient: str | None, query: str | None) -> list[dict]:
+def _entities(*, resource: str | None, written, patient: str | None, query: str | None) -> list[dict]:
     entities = []
     if patient:
         entities.append({
@@ -226,13 +228,9 @@ def _entities(*, resource: str | None, patient: str | None, query: str | None) -
                      "display": "Patient"},
         })
     if resource:
-        entities.append({
-            "what": {"reference": resource},
-            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2",
-                     "display": "System Object"},
-            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "4",
-                     "display": "Domain Resource"},
-        })
+        entities.append(_domain_resource(resource))
+    entities.extend({**_domain_resource(reference), "lifecycle": LIFECYCLES[interaction]}
+                    for reference, interaction in written)
     if query is not None:
         entities.append({
             "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2",
@@ -242,6 +240,25 @@ def _entities(*, resource: str | None, patient: str | None, query: str | None) -
             "query": base64.b64encode(query.encode()).decode(),
         })
     return entities
+
+
+def _domain_resource(reference: str) -> dict:
+    return {
+        "what": {"reference": reference},
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2",
+                 "display": "System Object"},
+        "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "4",
+                 "display": "Domain Resource"},
+    }
+
+
+_LIFECYCLE = "http://terminology.hl7.org/CodeSystem/dicom-audit-lifecycle"
+# What a Bundle's write did to each resource (AuditEvent.entity.lifecycle, ObjectLifecycleEvents).
+LIFECYCLES = {
+    "create": {"system": _LIFECYCLE, "code": "1", "display": "Origination / Creation"},
+    "update": {"system": _LIFECYCLE, "code": "3", "display": "Amendment"},
+    "delete": {"system": _LIFECYCLE, "code": "14", "display": "Logical deletion"},
+}
 
 
 # --- verification ----------------------------------------------------------------------------

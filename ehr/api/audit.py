@@ -7,13 +7,14 @@ and nothing it did is kept: an access that cannot be audited is refused.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from ehr.fhir import ID_PATTERN
 from ehr.models import Resource
 from ledger.audit import audit_append, audit_event_balp
 
@@ -53,6 +54,7 @@ class AccessRecord:
     query: str | None = None
     purpose_of_use: str = "TREAT"
     break_glass_reason: str | None = None  # set when a clinician declared an emergency
+    written: list[tuple[str, Resource]] = field(default_factory=list)  # a Bundle's writes
 
 
 def access_record(request: HttpRequest, kind: str, kwargs: dict) -> AccessRecord:
@@ -77,19 +79,30 @@ def record_written(record: AccessRecord, row: Resource) -> None:
 
 
 def write_audit(request: HttpRequest, record: AccessRecord, response: HttpResponse) -> None:
+    """The request's AuditEvent; a Bundle's writes also go, by patient, into one more each.
+
+    Every resource a Bundle wrote is named with what was done to it: those outside any
+    patient's compartment in the request's own entry, the others in an entry per patient,
+    so that ``AuditEvent?patient=`` shows a patient every write to their record.
+    """
     status = response.status_code
     outcome = "0" if status < 400 else "4" if status < 500 else "8"
     user = request.user
     agent = user.get_username() if user.is_authenticated else ANONYMOUS
     now = timezone.now()
-    event = audit_event_balp(
-        interaction=record.interaction, agent=agent, outcome=outcome, recorded=now,
-        observer=settings.NODE_NAME, resource=record.resource, patient=record.patient_id,
-        query=record.query, outcome_description=None if status < 400 else f"HTTP {status}",
-        purpose_of_use=record.purpose_of_use, break_glass=record.break_glass_reason is not None,
-        break_glass_reason=record.break_glass_reason, consent_tokens=_consent_tokens(request),
-    )
-    audit_append(event=event, patient_id=record.patient_id, agent=agent, outcome=outcome, recorded=now)
+    by_patient: dict[str | None, list[tuple[str, str]]] = {}
+    for interaction, row in record.written if status < 400 else ():
+        reference = f"{row.resource_type}/{row.logical_id}/_history/{row.version_id}"
+        by_patient.setdefault(row.patient_id, []).append((reference, interaction))
+    for patient_id, written in [(record.patient_id, by_patient.pop(None, [])), *by_patient.items()]:
+        event = audit_event_balp(
+            interaction=record.interaction, agent=agent, outcome=outcome, recorded=now,
+            observer=settings.NODE_NAME, resource=record.resource, patient=patient_id, written=written,
+            query=record.query, outcome_description=None if status < 400 else f"HTTP {status}",
+            purpose_of_use=record.purpose_of_use, break_glass=record.break_glass_reason is not None,
+            break_glass_reason=record.break_glass_reason, consent_tokens=_consent_tokens(request),
+        )
+        audit_append(event=event, patient_id=patient_id, agent=agent, outcome=outcome, recorded=now)
 
 
 def _consent_tokens(request: HttpRequest) -> list[str]:
@@ -99,12 +112,14 @@ def _consent_tokens(request: HttpRequest) -> list[str]:
 
 
 def _patient_in_query(resource_type: str | None, query: str) -> str | None:
+    """The one patient a search names, if it names one by a valid id (anything else is not a patient)."""
     for name, value in parse_qsl(query):
         base = name.split(":")[0]
         if base not in PATIENT_SEARCH_PARAMS or "," in value:
             continue
         if base == "_id" and resource_type == "Patient":
-            return value
+            return value if ID_PATTERN.fullmatch(value) else None
         if base in ("patient", "subject") and (value.startswith("Patient/") or base == "patient"):
-            return value.removeprefix("Patient/")
+            value = value.removeprefix("Patient/")
+            return value if ID_PATTERN.fullmatch(value) else None
     return None

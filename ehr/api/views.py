@@ -51,7 +51,7 @@ def system(request: HttpRequest) -> HttpResponse:
         request.access.interaction, body = services.bundle_process(
             text=_body(request), handle_get=_get_handler(request), return_resources=wants_resources,
             organization_id=ctx.organization_id, authorize=_entry_authorizer(ctx),
-            visible=policy.visible(ctx, "update"),
+            visible=policy.visible(ctx, "update"), written=request.access.written,
         )
         return fhir_response(body)
     return _search(request, None, _query_params(request))

@@ -106,6 +106,8 @@ def parse_search(resource_type: str | None, params: list[tuple[str, str]], *, st
         raise SearchError("not-supported", f"unknown resource type {resource_type!r}")
     query = SearchQuery(resource_type=resource_type)
     for name, value in params:
+        if "\x00" in name or "\x00" in value:  # PostgreSQL text cannot hold NUL: never a match
+            raise SearchError("invalid", f"search parameter {name!r} contains a NUL character")
         if name in IGNORED:
             continue
         if name.startswith("_") and name.split(":")[0] in RESULT_PARAMS:

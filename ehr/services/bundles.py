@@ -30,6 +30,8 @@ GetHandler = Callable[[str], tuple[int, str]]
 # Called before each write entry (row None; target: the id, "?criteria" or None) and after it
 # with the written row; raises FhirError to refuse the entry.
 Authorize = Callable[[str, str, "str | None", "Resource | None"], None]
+# What a Bundle wrote, for its audit: (create, update or delete, the row as written).
+Written = list[tuple[str, Resource]]
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Context:
     organization_id: str | None
     authorize: Authorize | None = None
     visible: Q | None = None  # what conditional entries may match (the caller's records)
+    written: Written = field(default_factory=list)
 
     def check(self, interaction: str, resource_type: str, target: str | None = None,
               row: Resource | None = None) -> None:
@@ -64,16 +67,18 @@ class Context:
 
 def bundle_process(*, text: str, handle_get: GetHandler, return_resources: bool = False,
                    organization_id: str | None = None, authorize: Authorize | None = None,
-                   visible: Q | None = None) -> tuple[str, str]:
+                   visible: Q | None = None, written: Written | None = None) -> tuple[str, str]:
     """Run a batch or transaction Bundle; returns its type and the response Bundle's text.
 
     A refused transaction raises ``FhirError`` (its OperationOutcome is the answer).
 
     ``authorize`` (the caller's access policy) sees every write entry before and after it
-    runs; a refusal fails that entry (batch) or the whole Bundle (transaction).
+    runs; a refusal fails that entry (batch) or the whole Bundle (transaction). ``written``
+    receives each write that took effect, so that the audit can name every resource.
     """
     bundle_type, entries = _parse_bundle(text)
-    context = Context(handle_get, return_resources, organization_id, authorize, visible)
+    context = Context(handle_get, return_resources, organization_id, authorize, visible,
+                      written if written is not None else [])
     if bundle_type == "transaction":
         with transaction.atomic():
             _run_transaction(entries, context)
@@ -186,6 +191,7 @@ def _bulk_create(entries: list[Entry], context: Context) -> None:
                                 context.organization_id))
     for entry, row in zip(entries, insert_new(pendings)):
         context.check("create", row.resource_type, row.logical_id, row)
+        context.written.append(("create", row))
         entry.resource = row
         entry.response = _response(row, "201 Created", context.return_resources)
 
@@ -201,6 +207,8 @@ def _run_batch_entry(entry: Entry, context: Context) -> None:
                                                  organization_id=context.organization_id,
                                                  visible=context.visible)
                 context.check("create", resource_type, outcome.resource.logical_id, outcome.resource)
+                if outcome.created:
+                    context.written.append(("create", outcome.resource))
                 entry.response = _response(outcome.resource, "201 Created" if outcome.created else "200 OK",
                                            context.return_resources)
             else:
@@ -220,7 +228,8 @@ def _run_entry(entry: Entry, context: Context) -> int:
     query = entry.url.partition("?")[2]
     if entry.method == "DELETE":
         context.check("delete", resource_type, _required_id(logical_id, entry))
-        single.resource_delete(resource_type=resource_type, logical_id=_required_id(logical_id, entry))
+        row = single.resource_delete(resource_type=resource_type, logical_id=_required_id(logical_id, entry))
+        context.written.append(("delete", row))
         entry.response = '{"response":{"status":"204 No Content"}}'
     elif entry.method == "PUT" and query:
         context.check("update", resource_type, "?" + query)
@@ -229,6 +238,7 @@ def _run_entry(entry: Entry, context: Context) -> int:
                                                      organization_id=context.organization_id,
                                                      visible=context.visible)
         context.check("update", resource_type, outcome.resource.logical_id, outcome.resource)
+        context.written.append(("create" if outcome.status == 201 else "update", outcome.resource))
         entry.response = _response(outcome.resource, _status_line(outcome.status), return_resources)
     elif entry.method == "PUT":
         context.check("update", resource_type, _required_id(logical_id, entry))
@@ -236,6 +246,7 @@ def _run_entry(entry: Entry, context: Context) -> int:
                                          text=entry.resource_text or "", if_match=entry.if_match,
                                          organization_id=context.organization_id)
         context.check("update", resource_type, outcome.resource.logical_id, outcome.resource)
+        context.written.append(("create" if outcome.status == 201 else "update", outcome.resource))
         entry.response = _response(outcome.resource, _status_line(outcome.status), return_resources)
     else:
         raise FhirError(405, "not-supported", "PATCH in a Bundle is not supported; PATCH the resource itself")

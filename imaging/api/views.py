@@ -231,6 +231,8 @@ def _qido_params(request: HttpRequest) -> tuple[dict[str, str], set[str] | str, 
     includes: set[str] | str = set()
     for name in request.GET:
         values = request.GET.getlist(name)
+        if any("\x00" in value for value in [name, *values]):  # PostgreSQL text cannot hold NUL
+            raise DicomwebError(400, f"The query parameter {name!r} contains a NUL character")
         if name == "includefield":
             for value in ",".join(values).split(","):
                 includes = _include(includes, value.strip())

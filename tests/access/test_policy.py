@@ -382,6 +382,25 @@ def test_a_patient_sees_who_accessed_their_record(as_role, world):
     assert mine["total"] == 2
 
 
+def test_a_patient_sees_the_writes_a_hospital_system_made_to_their_record_in_a_bundle(as_role, world):
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": observation(f"Patient/{world.patient_a}"), "request": {"method": "POST", "url": "Observation"}},
+        {"request": {"method": "DELETE", "url": f"Observation/{world.obs_a}"}},
+    ]}
+    assert as_role(Role.INTEGRATION).post("/fhir", bundle).status_code == 200
+    fhir = as_role("patient")
+
+    body = fhir.get(f"/fhir/AuditEvent?patient={world.patient_a}").json()
+
+    assert body["total"] == 1
+    event = body["entry"][0]["resource"]
+    assert event["agent"][0]["who"]["identifier"]["value"] == f"integration-{A}"
+    assert event["subtype"][0]["code"] == "transaction"
+    written = {e["what"]["reference"].split("/")[0] + ":" + e["lifecycle"]["code"]
+               for e in event["entity"] if "lifecycle" in e}
+    assert written == {"Observation:1", "Observation:14"}
+
+
 def test_a_patient_may_not_read_another_patients_audit_events(as_role, world):
     as_role(Role.CLINICIAN, organization=B).get(f"/fhir/Patient/{world.patient_b}")
     other = AuditEntry.objects.get(patient_id=world.patient_b)

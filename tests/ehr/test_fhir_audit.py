@@ -90,6 +90,50 @@ def test_bundle_reads_are_audited_one_by_one(fhir):
     assert [subtype(e) for e in events()][-3:] == ["read", "search-type", "batch"]
 
 
+def test_bundle_writes_are_named_in_an_entry_per_patient(fhir):
+    alice, bob = fhir.create(patient()), fhir.create(patient())
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": observation(f"Patient/{alice['id']}"), "request": {"method": "POST", "url": "Observation"}},
+        {"resource": observation(f"Patient/{bob['id']}"), "request": {"method": "POST", "url": "Observation"}},
+        {"resource": {**alice, "gender": "female"}, "request": {"method": "PUT", "url": f"Patient/{alice['id']}"}},
+        {"resource": {"resourceType": "Organization", "name": "Lab"}, "request": {"method": "POST",
+                                                                                "url": "Organization"}},
+    ]}
+
+    fhir.post("/fhir", bundle)
+
+    entries = list(AuditEntry.objects.order_by("id"))[-3:]
+    by_patient = {entry.patient_id: json.loads(entry.event) for entry in entries}
+    assert {subtype(event) for event in by_patient.values()} == {"transaction"}
+
+    def written(event):
+        return sorted((e["what"]["reference"].split("/")[0], e["lifecycle"]["code"])
+                      for e in event["entity"] if "lifecycle" in e)
+
+    assert written(by_patient[None]) == [("Organization", "1")]
+    assert written(by_patient[alice["id"]]) == [("Observation", "1"), ("Patient", "3")]
+    assert written(by_patient[bob["id"]]) == [("Observation", "1")]
+    assert f"Patient/{alice['id']}/_history/2" in {e["what"]["reference"] for e in by_patient[alice["id"]]["entity"]}
+    for event in by_patient.values():
+        AuditEvent.model_validate(event)
+
+
+def test_a_failed_transaction_names_no_write(fhir):
+    owner = fhir.create(patient())
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": observation(f"Patient/{owner['id']}"), "request": {"method": "POST", "url": "Observation"}},
+        {"request": {"method": "DELETE", "url": "Observation/not-there"}},
+    ]}
+
+    response = fhir.post("/fhir", bundle)
+
+    assert response.status_code == 404
+    last = AuditEntry.objects.order_by("-id").first()
+    assert (last.outcome, last.patient_id, subtype(json.loads(last.event))) == ("4", None, "transaction")
+    assert "lifecycle" not in last.event
+    assert Resource.objects.filter(resource_type="Observation").count() == 0
+
+
 def test_an_access_that_cannot_be_audited_is_refused(fhir):
     with connection.cursor() as cursor:
         cursor.execute("""

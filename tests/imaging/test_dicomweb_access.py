@@ -218,3 +218,16 @@ def test_a_patient_consent_lets_another_hospital_read_and_the_token_is_audited(c
     assert read.status_code == 200
     assert "0x" + "ab" * 32 in json.dumps(searched)
     assert "0x" + "ab" * 32 in AuditEntry.objects.order_by("-id").first().event
+
+
+@pytest.mark.parametrize("query", ["PatientID=%00", "StudyDate=2020%00", "AccessionNumber=a%00b",
+                                   "ModalitiesInStudy=C%00T", "StudyInstanceUID=1.2%00", "includefield=%00",
+                                   "limit=%00", "0010%00=1", "PatientName=*%00*"])
+def test_a_nul_character_in_a_search_is_a_client_error_and_audited(client, studies, query):
+    token = role_token("int-a", Role.INTEGRATION, organization=HOSPITAL)
+    before = AuditEntry.objects.count()
+
+    response = call(client, "get", f"/dicomweb/studies?{query}", token)
+
+    assert response.status_code in (200, 400), response.content[:200]
+    assert AuditEntry.objects.count() == before + 1
