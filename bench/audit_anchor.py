@@ -447,7 +447,7 @@ def proofs_part(client, url: str, gas_info: dict) -> list[list]:
         t0 = time.perf_counter()
         proof = proofs.proof_document(
             entry_id=item["seq"], seq=item["seq"], event=item["event"], salt=item["salt"], prev_hash=prev,
-            entry_hash=proofs.entry_hash(prev, item["seq"], item["event"].encode()),
+            entry_hash=proofs.chain_hash(prev, item["seq"], item["leaves"][item["index"]]),
             leaves=item["leaves"], first_seq=item["first"], anchor=anchor)
         build_seconds = time.perf_counter() - t0
         assert proof["merkle"]["root"] == "0x" + item["root"].hex()

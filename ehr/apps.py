@@ -6,3 +6,11 @@ class EhrConfig(AppConfig):
 
     name = "ehr"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        """The JSON reader is pure code: it gets its bounds from settings here, once."""
+        from django.conf import settings
+
+        from ehr import fhirjson
+
+        fhirjson.configure(max_depth=settings.FHIR_JSON_MAX_DEPTH, max_values=settings.FHIR_JSON_MAX_VALUES)

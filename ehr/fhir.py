@@ -71,15 +71,42 @@ def parse_resource(text: str, *, expected_type: str | None = None) -> dict:
     try:
         resource = fhirjson.loads(text)
     except fhirjson.FhirJsonError as error:
-        raise FhirError(400, "structure", str(error)) from None
+        raise json_error(error) from None
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str) or model_class(resource_type) is None:
         raise FhirError(400, "structure", f"Unknown or missing resourceType: {resource_type!r}")
     if expected_type and resource_type != expected_type:
         raise FhirError(400, "invalid",
                         f"resourceType '{resource_type}' does not match the URL's '{expected_type}'")
+    if "\\u0000" in text:
+        refuse_nul(resource)
     validate(resource)
     return resource
+
+
+def json_error(error: fhirjson.FhirJsonError, where: str = "") -> FhirError:
+    """The answer to unreadable JSON: 400, or 413 ``too-costly`` when it is beyond the size bounds."""
+    if isinstance(error, fhirjson.FhirJsonLimitError):
+        return FhirError(413 if error.too_large else 400, "too-costly", f"{where}{error}")
+    return FhirError(400, "structure", f"{where}{error}")
+
+
+def refuse_nul(resource: dict) -> None:
+    """PostgreSQL text cannot hold NUL (U+0000): refused, naming the element (never its value).
+
+    Walked with a stack, not recursion; the JSON reader has already bounded the depth.
+    """
+    stack: list[tuple[str, object]] = [("", resource)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, str) and "\x00" in node:
+            message = f"{path[:200]}: NUL (U+0000) is not allowed in FHIR strings"
+            raise FhirError(400, "invalid", message, issues=[issue("error", "invalid", message, path[:200])])
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, item in items:
+            if isinstance(key, str) and "\x00" in key:
+                raise FhirError(400, "invalid", f"{path[:200] or 'the resource'}: NUL (U+0000) in a member name")
+            stack.append((f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}".lstrip("."), item))
 
 
 def validate(resource: dict) -> None:
@@ -108,3 +135,30 @@ def _location(loc: tuple) -> str:
     for part in loc:
         path += f"[{part}]" if isinstance(part, int) else f".{part}"
     return path.lstrip(".")
+
+
+# Written only by the server (the audit log, ``ledger``): no client write creates, changes or
+# deletes one, at any door (single requests, Bundles, conditional writes).
+SERVER_WRITTEN_TYPES = frozenset({"AuditEvent"})
+
+
+def refuse_server_written(resource_type: str) -> None:
+    if resource_type in SERVER_WRITTEN_TYPES:
+        raise FhirError(405, "not-supported", f"{resource_type} is written by the server only")
+
+
+# Ids the server gives its own resources (the DICOMweb Endpoint of each organization): no
+# client may claim one, or it could point that organization's ImagingStudies at its own URL.
+SERVER_OWNED_IDS = {"Endpoint": re.compile(r"dicomweb(-[A-Za-z0-9\-.]*)?")}
+
+
+def server_owned(resource_type: str, logical_id: str | None) -> bool:
+    pattern = SERVER_OWNED_IDS.get(resource_type)
+    return bool(pattern and logical_id and pattern.fullmatch(logical_id))
+
+
+def patient_not_writable(resource_type: str, patient_id: str) -> FhirError:
+    """The one answer for a record written into a compartment the writer may not write to,
+    whether the patient does not exist or is another hospital's (no existence oracle)."""
+    return FhirError(422, "processing", f"{resource_type} is in the compartment of Patient/{patient_id}, "
+                                        "which is not a patient this account may write for")

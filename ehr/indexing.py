@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
 from functools import cache, lru_cache
 
 from . import searchparams
@@ -95,6 +95,7 @@ def extract_index_values(resource: dict) -> IndexValues:
     out = IndexValues()
     for extractor in _extractors(resource.get("resourceType", "")):
         extractor(resource, out)
+    _bound_texts(out)
     for name in _LIST_NAMES:
         values = getattr(out, name)
         if len(values) > 1:
@@ -103,6 +104,29 @@ def extract_index_values(resource: dict) -> IndexValues:
 
 
 _LIST_NAMES = tuple(f.name for f in fields(IndexValues))
+
+# A btree index entry holds at most 2,704 bytes: a longer indexed text fails the whole write
+# (formerly a 500). Indexed columns keep a prefix (4 bytes a character at worst; token code
+# and system share one entry); :exact and :text compare unindexed columns, kept whole. The
+# search code cuts query values the same way (``ehr.search.values``).
+STRING_INDEX_CHARS = 600
+TOKEN_INDEX_CHARS = 300
+URI_INDEX_CHARS = 600
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    return text[:limit] if text is not None and len(text) > limit else text
+
+
+def _bound_texts(out: IndexValues) -> None:
+    """Indexed texts cut to what a btree entry holds; a no-op for nearly every resource."""
+    out.strings = [v if len(v.value) <= STRING_INDEX_CHARS else
+                   StringValue(v.param, v.value[:STRING_INDEX_CHARS], v.exact) for v in out.strings]
+    out.tokens = [v if len(v.code or "") <= TOKEN_INDEX_CHARS and len(v.system or "") <= TOKEN_INDEX_CHARS else
+                  TokenValue(v.param, _cut(v.system, TOKEN_INDEX_CHARS), _cut(v.code, TOKEN_INDEX_CHARS), v.text)
+                  for v in out.tokens]
+    out.uris = [v if len(v.value) <= URI_INDEX_CHARS else UriValue(v.param, v.value[:URI_INDEX_CHARS])
+                for v in out.uris]
 Extractor = Callable[[dict, IndexValues], None]
 
 
@@ -173,7 +197,9 @@ def _add_primitive(out: IndexValues, param: str, param_type: str, value) -> None
     if type(value) is bool:
         value = "true" if value else "false"
     if param_type == "number" and isinstance(value, int | Decimal):
-        out.numbers.append(NumberValue(param, Decimal(value)))
+        number = _decimal(value)
+        if number is not None:
+            out.numbers.append(NumberValue(param, number))
     elif not isinstance(value, str):
         return
     elif param_type == "token":
@@ -188,13 +214,24 @@ def _add_primitive(out: IndexValues, param: str, param_type: str, value) -> None
 # Strings
 
 
-@lru_cache(maxsize=65536)
+CACHED_CHARS = 256  # longer texts are not cached: 65,536 cached 1 MB strings would be 64 GB
+
+
 def normalize_string(text: str) -> str:
     """Case-folded, accents removed, whitespace collapsed: "  José  DE la Cruz" → "jose de la cruz".
 
     FHIR string search is case- and accent-insensitive and matches a prefix; the search code
     normalizes the query the same way and compares with ``LIKE 'query%'``.
     """
+    return _normalize_cached(text) if len(text) <= CACHED_CHARS else _normalize(text)
+
+
+@lru_cache(maxsize=65536)
+def _normalize_cached(text: str) -> str:
+    return _normalize(text)
+
+
+def _normalize(text: str) -> str:
     if text.isascii():
         return " ".join(text.lower().split())
     decomposed = unicodedata.normalize("NFKD", text.casefold())
@@ -286,7 +323,6 @@ _DATE = re.compile(
 )
 
 
-@lru_cache(maxsize=65536)
 def date_range(value: str) -> tuple[datetime, datetime]:
     """The inclusive UTC range a FHIR date/dateTime/instant covers, by its precision.
 
@@ -294,9 +330,20 @@ def date_range(value: str) -> tuple[datetime, datetime]:
     08:00:00Z .. 08:00:59.999999Z. Values without a timezone (dates, and the minute
     precision search allows) are taken as UTC. ValueError when it is not such a value.
     """
+    if type(value) is str and len(value) <= CACHED_CHARS:
+        return _date_range_cached(value)
+    return _date_range(value)
+
+
+@lru_cache(maxsize=65536)
+def _date_range_cached(value: str) -> tuple[datetime, datetime]:
+    return _date_range(value)
+
+
+def _date_range(value) -> tuple[datetime, datetime]:
     match = _DATE.fullmatch(value) if type(value) is str else None
     if match is None:
-        raise ValueError(f"not a FHIR date, dateTime or instant: {value!r}")
+        raise ValueError(f"not a FHIR date, dateTime or instant: {str(value)[:40]!r}")
     year, month, day, hour, minute, second, fraction, zone = match.groups()
     try:
         low, high = _local_range(year, month, day, hour, minute, second, fraction)
@@ -305,7 +352,7 @@ def date_range(value: str) -> tuple[datetime, datetime]:
             low, high = low - offset, high - offset
         return low, high
     except (ValueError, OverflowError):
-        raise ValueError(f"not a valid date: {value!r}") from None
+        raise ValueError(f"not a valid date: {value[:40]!r}") from None
 
 
 def _local_range(year, month, day, hour, minute, second, fraction) -> tuple[datetime, datetime]:
@@ -377,9 +424,10 @@ def _timing(out: IndexValues, param: str, node, target: str | None) -> None:
 # References
 
 _ID = r"[A-Za-z0-9\-.]{1,64}"
-_RELATIVE = re.compile(rf"([A-Z][A-Za-z]+)/({_ID})(?:/_history/{_ID})?")
+_TYPE = r"[A-Z][A-Za-z]{0,63}"  # the index column holds 64 characters
+_RELATIVE = re.compile(rf"({_TYPE})/({_ID})(?:/_history/{_ID})?")
 _SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*:")  # not "Organization?identifier=..." (conditional)
-_ABSOLUTE = re.compile(rf"https?://\S+?/([A-Z][A-Za-z]+)/({_ID})(?:/_history/{_ID})?")
+_ABSOLUTE = re.compile(rf"https?://\S+?/({_TYPE})/({_ID})(?:/_history/{_ID})?")
 
 
 def _reference(out: IndexValues, param: str, node, target: str | None) -> None:
@@ -417,12 +465,28 @@ def _resource_reference(out: IndexValues, param: str, node, target: str | None) 
 # Quantities, numbers, URIs
 
 
+# The index columns are numeric(38, 12). FHIR decimals have no range, so a value beyond it is
+# stored as sent and indexed at the column's bound (order kept: gt/lt/sort stay right), and
+# one with more than 12 decimals rounded (as PostgreSQL would, but here, where no exponent
+# like 1e-999999 can make the COPY fail); any other keeps its precision as written.
+INDEX_DECIMAL_MAX = Decimal("99999999999999999999999999.999999999999")
+_TWELVE_PLACES = Decimal("1e-12")
+_WIDE = Context(prec=60, Emax=MAX_EMAX, Emin=MIN_EMIN)
+
+
 def _decimal(value) -> Decimal | None:
-    if type(value) is Decimal or (type(value) is int):
-        return Decimal(value)
-    if type(value) is float:
-        return Decimal(str(value))
-    return None
+    """The value as its index row holds it; None for what is not a finite number."""
+    if type(value) is int:
+        value = Decimal(value)
+    elif type(value) is float:
+        value = Decimal(str(value))
+    if type(value) is not Decimal or not value.is_finite():
+        return None
+    if value.copy_abs() > INDEX_DECIMAL_MAX:
+        return INDEX_DECIMAL_MAX.copy_sign(value)
+    if value.as_tuple().exponent < -12:  # type: ignore[operator] - finite: an int
+        return value.quantize(_TWELVE_PLACES, context=_WIDE)
+    return value  # as written: its precision is kept
 
 
 def _quantity(out: IndexValues, param: str, node, target: str | None) -> None:

@@ -76,6 +76,10 @@ class ResourceVersion(models.Model):
     deleted = models.BooleanField(default=False)
     method = models.CharField(max_length=8)  # POST, PUT, PATCH or DELETE, for history entries
     text = models.TextField(blank=True)
+    # Whose compartment held this version and who owned it: each version is checked against
+    # its own compartment (a resource moved from patient A to B keeps A's versions A's).
+    patient_id = models.CharField(max_length=64, null=True)
+    organization_id = models.CharField(max_length=64, null=True)
 
     class Meta:
         constraints = [

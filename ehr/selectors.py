@@ -58,11 +58,12 @@ def history(*, resource_type: str | None = None, logical_id: str | None = None,
             count: int = HISTORY_DEFAULT_COUNT, visible: Q | None = None) -> HistoryPage:
     """Versions newest first; the instance level also answers 404 for an unknown resource.
 
-    ``visible`` (a Q on Resource) hides the versions of resources the caller may not see.
+    ``visible`` (a Q on Resource; versions have the same compartment and owner columns) hides
+    the versions the caller may not see.
     """
     versions: QuerySet = ResourceVersion.objects.all()
     if visible is not None:
-        versions = versions.filter(resource__in=Resource.objects.filter(visible).values("pk"))
+        versions = versions.filter(visible)  # each version by its own compartment and owner
     if resource_type:
         require_resource_type(resource_type)
         versions = versions.filter(resource_type=resource_type)

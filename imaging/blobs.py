@@ -1,8 +1,11 @@
 """Object storage for DICOM files: Django's ``STORAGES["dicom"]`` (filesystem or S3-compatible).
 
-Keys are made of UIDs only (digits and dots, checked by ``imaging.reading``), so they are
-safe as paths and as object names. A key is written at most once per stored instance; a
-file left by a rolled-back transaction is simply overwritten by the next store of that UID.
+Keys are ``<organization>/<study UID>/<SOP UID>.dcm``: UIDs are digits and dots (checked by
+``imaging.reading``) and the organization is escaped (``organization_segment``), so keys are
+safe as paths and as object names, and two hospitals holding one UID never share a file. A
+key is written at most once per stored instance; a file left by a rolled-back transaction is
+simply overwritten by the organization's next store of that UID. Instances stored before
+the organization was part of the key keep theirs (``<study>/<sop>.dcm``, named by their row).
 Writes are durable before they return (fsync on a filesystem), as the rows naming them are
 committed next.
 """
@@ -20,9 +23,21 @@ def dicom_storage():
     return storages["dicom"]
 
 
-def instance_key(study_uid: str, sop_uid: str, *, suffix: str = "") -> str:
-    """One folder per study (a new folder costs more than the file written into it)."""
-    return f"{study_uid}/{sop_uid}{suffix}.dcm"
+def instance_key(organization_id: str, study_uid: str, sop_uid: str, *, suffix: str = "") -> str:
+    """One folder per organization's study (a new folder costs more than the file written into it).
+
+    UIDs are per organization, so the organization is part of the key: hospital B's copy of
+    a study hospital A holds goes next to nothing of A's.
+    """
+    return f"{organization_segment(organization_id)}/{study_uid}/{sop_uid}{suffix}.dcm"
+
+
+def organization_segment(organization_id: str) -> str:
+    """The organization as one path segment: letters, digits, ``-`` and ``_`` as they are,
+    any other byte as ``~XX`` (so ``/``, ``.`` and ``..`` cannot leave the folder, and no two
+    organizations share a segment: ``~`` itself is always escaped)."""
+    return "".join(char if char.isascii() and (char.isalnum() or char in "-_")
+                   else "".join(f"~{byte:02x}" for byte in char.encode()) for char in organization_id) or "~"
 
 
 def blob_put(*, key: str, data: bytes) -> None:

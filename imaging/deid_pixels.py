@@ -11,6 +11,10 @@ set to black on every frame, then the frames are encoded again, compactly:
   the regions move by the rounding of one more DCT pass (mean |error| < 0.1, p99 <= 1).
 * Everything else is decoded by pydicom and encoded losslessly as JPEG-LS (RLE when the data
   does not suit JPEG-LS), so no further loss is added.
+
+Both paths hold one decoded frame at a time. Nothing is decoded for an image declaring more
+than ``max_pixel_bytes`` of pixels, or a compressed frame whose codestream declares more pixels
+than Rows × Columns (decompression bombs, ``imaging.pixels``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import numpy as np
 from PIL import Image, JpegImagePlugin
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
-from pydicom.pixels import decompress
+from pydicom.pixels import get_decoder, get_encoder
+from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import (
     JPEG2000,
     UID,
@@ -32,6 +37,8 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
+
+from imaging.pixels import FrameTooLarge, codestream_check, declared_bytes
 
 _LOSSY_METHOD = {JPEGBaseline8Bit: "ISO_10918_1", JPEGExtended12Bit: "ISO_10918_1",
                  JPEG2000: "ISO_15444_1", JPEGLSNearLossless: "ISO_14495_1"}
@@ -75,7 +82,7 @@ def keep_regions(ds: Dataset, banner_rows: int) -> Keep:
     return Keep(tuple(boxes), banner_rows)
 
 
-def clean_ultrasound(ds: Dataset, *, banner_rows: int) -> None:
+def clean_ultrasound(ds: Dataset, *, banner_rows: int, max_pixel_bytes: int = 1 << 30) -> None:
     """Blank ``ds``'s pixels outside its ultrasound regions, re-encode, and say so honestly."""
     if "PixelData" not in ds:
         raise PixelsRefused("ultrasound image has no Pixel Data to clean")
@@ -83,11 +90,27 @@ def clean_ultrasound(ds: Dataset, *, banner_rows: int) -> None:
     syntax = UID(ds.file_meta.TransferSyntaxUID)
     if not syntax.is_little_endian:
         raise PixelsRefused("pixel cleaning of Explicit VR Big Endian (retired) is not supported")
+    _check_size(ds, syntax, max_pixel_bytes)
     if syntax == JPEGBaseline8Bit and _clean_jpeg_frames(ds, keep):
         _record_lossy(ds, syntax)
     else:
         _clean_decoded(ds, keep, syntax)
     ds.BurnedInAnnotation = "NO"
+
+
+def _check_size(ds: Dataset, syntax: UID, max_pixel_bytes: int) -> None:
+    """Refuse a decompression bomb before any decoder allocates what it declares."""
+    if declared_bytes(ds) > max_pixel_bytes:
+        raise PixelsRefused("the decoded pixel data would exceed the limit per instance")
+    if not syntax.is_compressed:
+        return
+    try:
+        for frame in generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames") or 1)):
+            codestream_check(frame, int(ds.Rows), int(ds.Columns))
+    except FrameTooLarge as exc:
+        raise PixelsRefused("a compressed frame declares another size than the image") from exc
+    except (ValueError, TypeError, IndexError) as exc:
+        raise PixelsRefused(f"encapsulated pixel data cannot be read ({type(exc).__name__})") from exc
 
 
 # --- JPEG Baseline, frame by frame -------------------------------------------------------------
@@ -150,29 +173,39 @@ def _as_list(value) -> list[str]:
 # --- everything else: decode, blank, JPEG-LS ----------------------------------------------------
 
 def _clean_decoded(ds: Dataset, keep: Keep, syntax: UID) -> None:
+    """Decode, blank and encode one frame at a time: one decoded frame in memory, never all."""
     was_lossy = syntax in _LOSSY_METHOD or ds.get("LossyImageCompression") == "01"
+    encoded: list[bytes] = []
+    chosen: UID | None = None
     try:
-        if syntax.is_compressed:
-            decompress(ds, as_rgb=False, generate_instance_uid=False)
-        pixels = ds.pixel_array.copy()
+        for frame, image_pixel in get_decoder(syntax).iter_array(ds, as_rgb=False):
+            if not encoded:  # pydicom returns YBR_FULL_422 with the chroma upsampled, interleaved
+                ds.PhotometricInterpretation = image_pixel["photometric_interpretation"]
+                if int(ds.get("SamplesPerPixel") or 1) > 1:
+                    ds.PlanarConfiguration = 0
+            frame = frame.copy() if not frame.flags.writeable else frame
+            _blank(frame, keep, ds.PhotometricInterpretation, ds)
+            chosen, data = _encode_lossless(ds, frame, chosen)
+            encoded.append(data)
+    except PixelsRefused:
+        raise
     except Exception as exc:  # any decoder failure: refuse, without its message
         raise PixelsRefused(f"cannot decode pixel data ({syntax.name}): "
                             f"{type(exc).__name__}") from exc
-    if ds.PhotometricInterpretation == "YBR_FULL_422":
-        ds.PhotometricInterpretation = "YBR_FULL"  # pydicom returns the chroma upsampled
-    frames = pixels if int(ds.get("NumberOfFrames") or 1) > 1 else pixels[np.newaxis]
-    for frame in frames:
-        _blank(frame, keep, ds.PhotometricInterpretation, ds)
-    _encode_lossless(ds, pixels)
+    ds.PixelData = encapsulate(encoded)
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = chosen
     if was_lossy:
         ds.LossyImageCompression = "01"
 
 
-def _encode_lossless(ds: Dataset, pixels: np.ndarray) -> None:
-    for syntax in (JPEGLSLossless, RLELossless):
+def _encode_lossless(ds: Dataset, frame: np.ndarray, chosen: UID | None) -> tuple[UID, bytes]:
+    """One frame as JPEG-LS (RLE when JPEG-LS refuses the first frame); the syntax and bytes."""
+    options = as_pixel_options(ds, number_of_frames=1)
+    for syntax in (chosen,) if chosen else (JPEGLSLossless, RLELossless):
         try:
-            ds.compress(syntax, pixels, generate_instance_uid=False)
-            return
+            return syntax, get_encoder(syntax).encode(frame, **options)
         except (RuntimeError, ValueError, NotImplementedError):
             continue
     raise PixelsRefused("no lossless encoder accepts this pixel data")

@@ -53,6 +53,7 @@ class DeidOptions:
     clean_descriptors: bool = True
     clean_pixel_data: bool = True
     banner_rows: int = 0  # extra rows blanked at the top of every frame
+    max_pixel_bytes: int = 1 << 30  # decoded pixels beyond this are refused, never decoded
 
     def __post_init__(self) -> None:
         if self.banner_rows < 0:
@@ -105,7 +106,7 @@ def _deidentify(ds: Dataset, syntax: UID, key: bytes, options: DeidOptions) -> D
     out.file_meta = _file_meta(out, syntax)
     applied = [table.BASIC_PROFILE]
     if options.clean_pixel_data and is_ultrasound(ds):
-        _clean_pixels(out, options.banner_rows)
+        _clean_pixels(out, options)
         applied.append(table.CLEAN_PIXEL_DATA)
     if options.clean_descriptors:
         applied.append(table.CLEAN_DESCRIPTORS_OPTION)
@@ -202,9 +203,9 @@ def _file_meta(out: Dataset, syntax: UID) -> FileMetaDataset:
     return meta
 
 
-def _clean_pixels(out: Dataset, banner_rows: int) -> None:
+def _clean_pixels(out: Dataset, options: DeidOptions) -> None:
     try:
-        clean_ultrasound(out, banner_rows=banner_rows)
+        clean_ultrasound(out, banner_rows=options.banner_rows, max_pixel_bytes=options.max_pixel_bytes)
     except PixelsRefused as exc:
         raise DicomRefused(str(exc)) from exc
 

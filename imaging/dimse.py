@@ -41,9 +41,20 @@ _STUDIES = "_carrack_studies"  # the study ids an association stored into, on th
 
 
 def organization_for(calling_ae: str) -> str | None:
-    """The organization owning what this AE sends: the mapping, else the default, else none."""
+    """The organization owning what this AE sends: the mapping, else the default, else none.
+
+    An AE title is not a credential, so an unmapped one is never quiet: it is logged at
+    WARNING each time, whether refused (base and production: no default) or given to the
+    default organization (local development only; production refuses to start with one).
+    """
     mapping = {key.strip(): value for key, value in settings.DICOM_AE_ORGANIZATIONS.items()}
-    return mapping.get(calling_ae.strip()) or settings.DICOM_DEFAULT_ORGANIZATION or None
+    organization = mapping.get(calling_ae.strip())
+    if organization:
+        return organization
+    default = settings.DICOM_DEFAULT_ORGANIZATION or None
+    logger.warning("C-STORE from unmapped calling AE title %r: %s", calling_ae,
+                   f"stored for the default organization {default}" if default else "refused")
+    return default
 
 
 def scp_application_entity(*, ae_title: str | None = None) -> AE:

@@ -5,6 +5,11 @@ its first instance; ``organization_id`` and ``patient_id`` carry the same meanin
 names) as on ``ehr.Resource`` so ``ehr.access.policy`` filters apply to them unchanged.
 Each study has one FHIR ImagingStudy (``fhir_id``) that ``imaging.services.study_sync_fhir``
 rewrites from these rows; ``fhir_stale`` says a sync is due.
+
+UIDs are unique per organization, not node-wide: two hospitals may each hold their own copy
+of one study (a patient's CD, a shared referral), under the same Study, Series and SOP
+Instance UIDs. ``Series`` and ``Instance`` repeat their study's ``organization_id`` so the
+database can hold that rule (a unique constraint cannot reach through a join).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ class AttributesField(models.JSONField):
 
 
 class Study(models.Model):
-    study_instance_uid = models.CharField(max_length=64, unique=True)
+    study_instance_uid = models.CharField(max_length=64, db_index=True)
     organization_id = models.CharField(max_length=64)
     patient_id = models.CharField(max_length=64)  # FHIR Patient id
     fhir_id = models.CharField(max_length=64, unique=True)  # FHIR ImagingStudy id
@@ -54,6 +59,8 @@ class Study(models.Model):
             models.Index(fields=["fhir_stale"], name="study_fhir_stale",
                          condition=models.Q(fhir_stale=True)),
         ]
+        constraints = [models.UniqueConstraint(fields=["organization_id", "study_instance_uid"],
+                                               name="study_organization_uid")]
 
     def __str__(self) -> str:
         return self.study_instance_uid
@@ -61,12 +68,17 @@ class Study(models.Model):
 
 class Series(models.Model):
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="series")
-    series_instance_uid = models.CharField(max_length=64, unique=True)
+    organization_id = models.CharField(max_length=64)  # the study's
+    series_instance_uid = models.CharField(max_length=64, db_index=True)
     modality = models.CharField(max_length=16, blank=True)
     series_number = models.IntegerField(null=True)
     series_description = models.CharField(max_length=64, blank=True)
     attributes = AttributesField(default=dict)
     created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization_id", "series_instance_uid"],
+                                               name="series_organization_uid")]
 
     def __str__(self) -> str:
         return self.series_instance_uid
@@ -75,7 +87,8 @@ class Series(models.Model):
 class Instance(models.Model):
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="instances")
     series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="instances")
-    sop_instance_uid = models.CharField(max_length=64, unique=True)
+    organization_id = models.CharField(max_length=64)  # the study's
+    sop_instance_uid = models.CharField(max_length=64, db_index=True)
     sop_class_uid = models.CharField(max_length=64)
     transfer_syntax_uid = models.CharField(max_length=64)
     instance_number = models.IntegerField(null=True)
@@ -98,6 +111,8 @@ class Instance(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["series", "instance_number"], name="instance_series_number")]
+        constraints = [models.UniqueConstraint(fields=["organization_id", "sop_instance_uid"],
+                                               name="instance_organization_uid")]
 
     def __str__(self) -> str:
         return self.sop_instance_uid

@@ -30,6 +30,7 @@ SOP_CLASS_NOT_SUPPORTED = 0x0122
 TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
 DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
+OUT_OF_RESOURCES = 0xA700  # the decoded pixels would exceed DICOM_MAX_PIXEL_BYTES_PER_INSTANCE
 
 # Storage SOP classes accepted: ultrasound first, then secondary capture and the usual others.
 STORAGE_SOP_CLASSES = {
@@ -153,6 +154,27 @@ class IncomingInstance:
 
     def study_date(self) -> date | None:
         return dicom_date(self.text("StudyDate"))
+
+    def pixel_bytes(self) -> int:
+        """Bytes the decoded pixels take, as the header declares them (see ``pixel_bytes``)."""
+        return pixel_bytes(*(self.integer(keyword) for keyword in _PIXEL_MODULE))
+
+
+_PIXEL_MODULE = ("Rows", "Columns", "NumberOfFrames", "BitsAllocated", "SamplesPerPixel")
+
+
+def pixel_bytes(rows, columns, frames=1, bits_allocated=8, samples=1) -> int:
+    """Rows × Columns × Frames × bytes per sample × SamplesPerPixel, as a decoder allocates them.
+
+    What the header declares, not what the file holds: a compressed file of a few kilobytes
+    may declare gigabytes, and every decoder allocates what it declares. Missing values count
+    as 1 (bits as 8); a decoder rounds samples up to whole bytes (1 and 12 bits included).
+    """
+    def value(number, default: int) -> int:
+        return abs(number) if isinstance(number, int) and number else default
+
+    return (value(rows, 1) * value(columns, 1) * value(frames, 1) * value(samples, 1)
+            * ((value(bits_allocated, 8) + 7) // 8))
 
 
 _TAGS: dict[str, int] = {}

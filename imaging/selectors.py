@@ -152,8 +152,14 @@ def first_instance_attributes(*, study_ids: list[int] | None = None,
     return dict(rows)
 
 
-def study_by_uid(*, study_uid: str) -> Study | None:
-    return Study.objects.filter(study_instance_uid=study_uid).first()
+def studies_by_uid(*, study_uid: str, organization_id: str | None) -> list[Study]:
+    """Every organization's copy of a study UID, the caller's own first, then oldest first.
+
+    UIDs are per organization, so one UID may name several studies; WADO-RS serves the first
+    of these the caller may see (``imaging.api.views._readable``).
+    """
+    rows = Study.objects.filter(study_instance_uid=study_uid).order_by("pk")
+    return sorted(rows, key=lambda row: row.organization_id != organization_id)
 
 
 def instances_of(*, study: Study, series_uid: str | None = None, sop_uid: str | None = None) -> QuerySet:

@@ -13,6 +13,7 @@ import secrets
 from datetime import datetime
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from . import merkle, proofs
@@ -23,6 +24,8 @@ SEQUENCE_LOCK = 0x4341524B53455131
 SALT_BYTES = 32
 # agent.policy of an access a consent token allowed: this prefix and the token id (0x…).
 CONSENT_TOKEN_URN = "urn:carrack:consent-token:"
+# A device agent (a DICOM AE title): ":" is in no Django username, so no account can claim it.
+DEVICE_AGENT_PREFIX = "urn:dicom:ae:"
 OUTCOMES = {"0", "4", "8", "12"}
 
 
@@ -75,10 +78,9 @@ def audit_sequence(*, limit: int = 10_000) -> int:
         rows: list[tuple[int, int, bytes, bytes, bytes]] = []
         for entry_id, event, salt in pending:
             seq += 1
-            data = event.encode()
-            entry_hash = proofs.entry_hash(prev, seq, data)
             leaf = proofs.leaf_hash(bytes(salt) if salt is not None else secrets.token_bytes(SALT_BYTES),
-                                    seq, data)
+                                    seq, event.encode())
+            entry_hash = proofs.chain_hash(prev, seq, leaf)  # hash version 2: over the salted leaf
             rows.append((entry_id, seq, prev, entry_hash, leaf))
             prev = entry_hash
         _write_sequence(rows)
@@ -93,12 +95,13 @@ def _write_sequence(rows: list[tuple[int, int, bytes, bytes, bytes]]) -> None:
         cursor.execute(
             """
             UPDATE ledger_auditentry AS e
-               SET seq = v.seq, prev_hash = v.prev, entry_hash = v.hash, leaf_hash = v.leaf
+               SET seq = v.seq, prev_hash = v.prev, entry_hash = v.hash, leaf_hash = v.leaf,
+                   hash_version = %s
               FROM unnest(%s::bigint[], %s::bigint[], %s::bytea[], %s::bytea[], %s::bytea[])
                    AS v(id, seq, prev, hash, leaf)
              WHERE e.id = v.id AND e.seq IS NULL
             """,
-            [ids, seqs, prevs, hashes, leaves],
+            [proofs.HASH_V2, ids, seqs, prevs, hashes, leaves],
         )
         if cursor.rowcount != len(rows):
             raise RuntimeError("audit entries changed while being sequenced")
@@ -106,8 +109,22 @@ def _write_sequence(rows: list[tuple[int, int, bytes, bytes, bytes]]) -> None:
 
 # --- selectors -------------------------------------------------------------------------------
 
-def audit_entry_get(*, entry_id: int) -> AuditEntry | None:
-    return AuditEntry.objects.select_related("batch").filter(id=entry_id).first()
+def audit_entry_get(*, entry_id: int, within: Q | None = None) -> AuditEntry | None:
+    """The entry, if it exists and (given ``within``, the caller's readable entries) is readable."""
+    entries = AuditEntry.objects.select_related("batch").filter(id=entry_id)
+    return (entries.filter(within) if within is not None else entries).first()
+
+
+def audit_chain_is_salted(*, entry: AuditEntry) -> bool:
+    """Whether the entry's prev_hash and entry_hash are both hash version 2 (safe to show).
+
+    A version 1 hash is over the bare event: shown, it would confirm a guessed event, the
+    entry's own (entry_hash) or its predecessor's (prev_hash).
+    """
+    if entry.hash_version != proofs.HASH_V2:
+        return False
+    before = AuditEntry.objects.filter(seq=entry.seq - 1).values_list("hash_version", flat=True)
+    return entry.seq == 1 or before.first() == proofs.HASH_V2
 
 
 def audit_salt_get(*, entry: AuditEntry) -> bytes | None:
@@ -154,7 +171,7 @@ def audit_event_balp(*, interaction: str, agent: str, outcome: str, recorded: da
                      purpose_of_use: str = "TREAT", break_glass: bool = False,
                      break_glass_reason: str | None = None,
                      outcome_description: str | None = None,
-                     consent_tokens: list[str] | tuple[str, ...] = ()) -> dict:
+                     consent_tokens: list[str] | tuple[str, ...] = (), device: bool = False) -> dict:
     """A FHIR R4 AuditEvent in the IHE Basic Audit Log Patterns (BALP) RESTful shape.
 
     ``resource`` is a relative reference (``Observation/1/_history/2``), ``written`` the
@@ -163,6 +180,8 @@ def audit_event_balp(*, interaction: str, agent: str, outcome: str, recorded: da
     glass adds ``BTG`` to the user's purposeOfUse (with the reason as text) and to the
     event's purposeOfEvent, so it can be searched and reported. ``consent_tokens`` are the
     consent tokens that allowed the access; they become the user agent's ``policy`` URIs.
+    With ``device`` the requestor is a device, not a user (a DICOM AE, ``agent`` =
+    ``DEVICE_AGENT_PREFIX`` + AE title): an agent of type Source Role ID whose ``who`` is a Device.
     """
     if interaction not in INTERACTION_ACTIONS:
         raise ValueError(f"unknown FHIR interaction {interaction!r}")
@@ -180,7 +199,7 @@ def audit_event_balp(*, interaction: str, agent: str, outcome: str, recorded: da
         "outcome": outcome,
         "purposeOfEvent": purposes,
         "agent": _agents(agent=agent, client=client, observer=observer, purposes=purposes,
-                         policies=[f"{CONSENT_TOKEN_URN}{token}" for token in consent_tokens]),
+                         policies=[f"{CONSENT_TOKEN_URN}{token}" for token in consent_tokens], device=device),
         "source": {"observer": {"display": observer}, "type": [{
             "system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4",
             "display": "Application Server"}]},
@@ -194,11 +213,12 @@ def audit_event_balp(*, interaction: str, agent: str, outcome: str, recorded: da
 
 
 def _agents(*, agent: str, client: str | None, observer: str, purposes: list[dict],
-            policies: list[str]) -> list[dict]:
+            policies: list[str], device: bool = False) -> list[dict]:
     user = {
-        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+        "type": {"coding": [{"system": _DCM, "code": "110153", "display": "Source Role ID"} if device else
+                            {"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
                              "code": "IRCP", "display": "information recipient"}]},
-        "who": {"identifier": {"value": agent}},
+        "who": {"type": "Device", "identifier": {"value": agent}} if device else {"identifier": {"value": agent}},
         "requestor": True,
         **({"policy": policies} if policies else {}),
         "purposeOfUse": purposes,
@@ -278,9 +298,10 @@ def audit_verify(*, rpc_url: str | None, chunk: int = 5_000) -> tuple[int, int]:
     ranges = {batch.first_seq: batch for batch in batches}
     expected, prev, leaves, batch = 0, proofs.GENESIS_HASH, [], None
     rows = (AuditEntry.objects.filter(seq__isnull=False).order_by("seq")
-            .values_list("seq", "id", "event", "prev_hash", "entry_hash", "leaf_hash", "auditsalt__salt")
+            .values_list("seq", "id", "event", "prev_hash", "entry_hash", "leaf_hash", "auditsalt__salt",
+                         "hash_version")
             .iterator(chunk_size=chunk))
-    for seq, entry_id, event, prev_hash, stored_hash, leaf, salt in rows:
+    for seq, entry_id, event, prev_hash, stored_hash, leaf, salt, version in rows:
         expected += 1
         where = f"entry seq {expected} (id {entry_id})"
         if seq != expected:
@@ -288,7 +309,8 @@ def audit_verify(*, rpc_url: str | None, chunk: int = 5_000) -> tuple[int, int]:
         data = event.encode()
         if bytes(prev_hash) != prev:
             raise LedgerDiffers(f"{where}: prev_hash does not match the previous entry hash")
-        prev = proofs.entry_hash(prev, seq, data)
+        prev = _expected_entry_hash(where, version, prev, seq, data, bytes(leaf),
+                                    bytes(salt) if salt is not None else None)
         if bytes(stored_hash) != prev:
             raise LedgerDiffers(f"{where}: the entry hash does not match its content")
         if salt is not None and proofs.leaf_hash(bytes(salt), seq, data) != bytes(leaf):
@@ -305,6 +327,22 @@ def audit_verify(*, rpc_url: str | None, chunk: int = 5_000) -> tuple[int, int]:
     if rpc_url is not None:
         _check_histories(batches, rpc_url)
     return expected, len(batches)
+
+
+def _expected_entry_hash(where: str, version: int | None, prev: bytes, seq: int, event: bytes,
+                         leaf: bytes, salt: bytes | None) -> bytes:
+    """The entry hash recomputed by the entry's own hash version (docs/audit-ledger.md).
+
+    Version 2 chains the leaf, recomputed from the salted event while the salt exists; once
+    it is erased only the stored leaf is left, and the event is no longer covered (that is
+    what makes the erasure real). NULL on a sequenced row is an entry sequenced by code
+    older than version 2: version 1.
+    """
+    if version in (None, proofs.HASH_V1):
+        return proofs.entry_hash(prev, seq, event)
+    if version != proofs.HASH_V2:
+        raise LedgerDiffers(f"{where}: unknown hash version {version}")
+    return proofs.chain_hash(prev, seq, proofs.leaf_hash(salt, seq, event) if salt is not None else leaf)
 
 
 def _check_batch(batch: AnchorBatch, leaves: list[bytes], rpc_url: str | None) -> None:

@@ -54,6 +54,9 @@ class AuditEntry(models.Model):
     prev_hash = models.BinaryField(null=True)
     entry_hash = models.BinaryField(null=True)
     leaf_hash = models.BinaryField(null=True)
+    # How entry_hash was computed, set with it: 1 over the event (before migration 0005), 2 over
+    # the salted leaf (docs/audit-ledger.md). NULL while unsequenced.
+    hash_version = models.SmallIntegerField(null=True)
     batch = models.ForeignKey(AnchorBatch, null=True, on_delete=models.PROTECT, related_name="entries")
 
     class Meta:

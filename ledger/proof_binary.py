@@ -5,8 +5,8 @@ hex doubles every hash). ``GET /api/ledger/audit-events/{id}/proof`` answers it 
 ``Accept: application/vnd.carrack.audit-proof``; ``carrack-verify audit-proof`` reads either
 form. Pure: no Django, no web3. Layout (big-endian), docs/audit-ledger.md:
 
-    "CRKP" | version u8 | flags u8 (1: event and salt follow)
-    entry id u64 | seq u64 | leaf hash | prev hash | entry hash        (hashes: 32 bytes)
+    "CRKP" | version u8 | flags u8 (1: event and salt follow; 2: prev and entry hash follow)
+    entry id u64 | seq u64 | leaf hash | [prev hash | entry hash]      (hashes: 32 bytes)
     leaf index u64 | tree size u64 | path length u8 | path hashes | root
     first seq u64 | last seq u64 | chain id u64 | contract (20) | member (20)
     transaction (32) | block number u64 | block hash (32)
@@ -17,19 +17,24 @@ from __future__ import annotations
 
 import struct
 
-from .proofs import VERSION, ProofInvalid
+from .proofs import VERSIONS, ProofInvalid
 
 MAGIC = b"CRKP"
 MEDIA_TYPE = "application/vnd.carrack.audit-proof"
 _HAS_EVENT = 1
+# Version 2: the chain hashes are optional (never given when unsalted); version 1 always has them.
+_HAS_CHAIN = 2
 
 
 def proof_encode(proof: dict) -> bytes:
-    entry, tree, anchor = proof["entry"], proof["merkle"], proof["anchor"]
+    """The document's own version: 2 as the server writes it, 1 for a document saved before."""
+    entry, tree, anchor, version = proof["entry"], proof["merkle"], proof["anchor"], proof["version"]
     with_event = "salt" in proof
-    out = [MAGIC, struct.pack(">BB", VERSION, _HAS_EVENT if with_event else 0),
-           struct.pack(">QQ", entry["id"], entry["seq"]),
-           _raw(entry["leaf_hash"]), _raw(entry["prev_hash"]), _raw(entry["entry_hash"]),
+    with_chain = version == 1 or "entry_hash" in entry
+    flags = (_HAS_EVENT if with_event else 0) | (_HAS_CHAIN if with_chain and version > 1 else 0)
+    chain = [_raw(entry["prev_hash"]), _raw(entry["entry_hash"])] if with_chain else []
+    out = [MAGIC, struct.pack(">BB", version, flags),
+           struct.pack(">QQ", entry["id"], entry["seq"]), _raw(entry["leaf_hash"]), *chain,
            struct.pack(">QQB", tree["leaf_index"], tree["tree_size"], len(tree["path"])),
            *(_raw(node) for node in tree["path"]), _raw(tree["root"]),
            struct.pack(">QQQ", anchor["first_seq"], anchor["last_seq"], anchor["chain_id"]),
@@ -47,9 +52,12 @@ def proof_decode(data: bytes) -> dict:
     if reader.take(4) != MAGIC:
         raise ProofInvalid("not a Carrack binary audit proof")
     version, flags = reader.unpack(">BB")
+    if version not in VERSIONS or flags & ~(_HAS_EVENT | (_HAS_CHAIN if version > 1 else 0)):
+        raise ProofInvalid(f"unsupported binary proof version {version} or flags {flags:#x}")
     entry_id, seq = reader.unpack(">QQ")
-    entry = {"id": entry_id, "seq": seq, "leaf_hash": reader.hash(), "prev_hash": reader.hash(),
-             "entry_hash": reader.hash()}
+    entry = {"id": entry_id, "seq": seq, "leaf_hash": reader.hash()}
+    if version == 1 or flags & _HAS_CHAIN:
+        entry.update(prev_hash=reader.hash(), entry_hash=reader.hash())
     leaf_index, tree_size, length = reader.unpack(">QQB")
     tree = {"leaf_index": leaf_index, "tree_size": tree_size,
             "path": [reader.hash() for _ in range(length)], "root": reader.hash()}

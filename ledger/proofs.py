@@ -18,7 +18,14 @@ from . import merkle
 if TYPE_CHECKING:
     from .models import AuditEntry
 
-VERSION = 1
+# Proof documents: version 2 (chain hashes over the salted leaf) is written; 1 is still read,
+# so proofs handed out before the change keep verifying.
+VERSION = 2
+VERSIONS = (1, 2)
+# ``AuditEntry.hash_version``: how an entry's chain hash was computed (docs/audit-ledger.md).
+# 1 (entries sequenced before migration 0005): over the event, unsalted, so it confirms a
+# guessed event and is never put in a proof; 2: over the salted leaf.
+HASH_V1, HASH_V2 = 1, 2
 GENESIS_HASH = bytes(32)
 # keccak256("Anchored(address,uint64,uint64,bytes32)"), the AuditAnchor event's topic 0.
 ANCHORED_TOPIC = "0x86d1879d76f621db59018592db483e96846d4de01c2e017d2d3bf3bdb5baf0b7"
@@ -47,8 +54,21 @@ def seq_bytes(seq: int) -> bytes:
 
 
 def entry_hash(prev_hash: bytes, seq: int, event: bytes) -> bytes:
-    """The hash chain link: SHA-256(prev_hash || seq (8 bytes BE) || event bytes)."""
+    """Hash version 1 (legacy) chain link: SHA-256(prev_hash || seq (8 bytes BE) || event bytes).
+
+    Unsalted: anyone holding it can confirm a guessed event. Only entries sequenced before
+    hash version 2 carry it; ``ledger_verify`` still checks them, proofs never show it.
+    """
     return hashlib.sha256(prev_hash + seq_bytes(seq) + event).digest()
+
+
+def chain_hash(prev_hash: bytes, seq: int, leaf: bytes) -> bytes:
+    """Hash version 2 chain link: SHA-256(0x02 || prev_hash || seq (8 bytes BE) || leaf hash).
+
+    Over the salted leaf rather than the event, so a chain hash is no oracle for a guessed
+    event (0x02 keeps it apart from RFC 6962's leaf 0x00 and node 0x01 inputs).
+    """
+    return hashlib.sha256(b"\x02" + prev_hash + seq_bytes(seq) + leaf).digest()
 
 
 def leaf_hash(salt: bytes, seq: int, event: bytes) -> bytes:
@@ -81,13 +101,15 @@ def _address_word(address: str) -> bytes:
 
 # --- building --------------------------------------------------------------------------------
 
-def audit_proof(*, entry: AuditEntry, include_salt: bool) -> dict:
+def audit_proof(*, entry: AuditEntry, include_salt: bool = True) -> dict:
     """The proof document of one anchored entry; ``ProofUnavailable`` until it is anchored.
 
     The event text goes with the salt only: without the salt the event cannot be tied to
-    the on-chain root anyway, and a caller not allowed the salt sees hashes only.
+    the on-chain root anyway, and a caller not allowed the salt sees hashes only. Only
+    salted hashes ever go out: the chain hashes only when both the entry's and its
+    predecessor's are hash version 2 (a version 1 hash confirms a guessed event).
     """
-    from .audit import audit_range_leaves, audit_salt_get
+    from .audit import audit_chain_is_salted, audit_range_leaves, audit_salt_get
 
     batch = entry.batch
     if entry.seq is None or batch is None or batch.status != "confirmed":
@@ -96,9 +118,11 @@ def audit_proof(*, entry: AuditEntry, include_salt: bool) -> dict:
         raise ProofUnavailable("the entry is not anchored yet", status)
     leaves = audit_range_leaves(first_seq=batch.first_seq, last_seq=batch.last_seq)
     salt = audit_salt_get(entry=entry) if include_salt else None
+    salted = audit_chain_is_salted(entry=entry)
     return proof_document(
         entry_id=entry.pk, seq=entry.seq, event=entry.event if salt is not None else None,
-        salt=salt, prev_hash=bytes(entry.prev_hash), entry_hash=bytes(entry.entry_hash),
+        salt=salt, prev_hash=bytes(entry.prev_hash) if salted else None,
+        entry_hash=bytes(entry.entry_hash) if salted else None,
         leaves=leaves, first_seq=batch.first_seq,
         anchor=anchor_fields(batch),
     )
@@ -112,13 +136,16 @@ def anchor_fields(batch: Any) -> dict:
 
 
 def proof_document(*, entry_id: int, seq: int, event: str | None, salt: bytes | None,
-                   prev_hash: bytes, entry_hash: bytes, leaves: list[bytes], first_seq: int,
-                   anchor: dict) -> dict:
+                   prev_hash: bytes | None, entry_hash: bytes | None, leaves: list[bytes],
+                   first_seq: int, anchor: dict) -> dict:
+    """A version 2 document; ``prev_hash``/``entry_hash`` (hash version 2 only) go together or not at all."""
     index = seq - first_seq
     entry: dict[str, Any] = {"id": entry_id, "seq": seq}
     if event is not None:
         entry["event"] = event
-    entry.update(leaf_hash=_hex(leaves[index]), prev_hash=_hex(prev_hash), entry_hash=_hex(entry_hash))
+    entry["leaf_hash"] = _hex(leaves[index])
+    if prev_hash is not None and entry_hash is not None:
+        entry.update(prev_hash=_hex(prev_hash), entry_hash=_hex(entry_hash))
     proof: dict[str, Any] = {"version": VERSION, "entry": entry}
     if salt is not None:
         proof["salt"] = salt.hex()
@@ -159,8 +186,9 @@ def verify_proof(proof: dict, *, rpc_url: str, timeout: float = 10.0) -> tuple[b
 
 def verify_offline(proof: dict) -> bytes:
     """Everything that needs no chain: leaf, entry hash, range and Merkle path; the root."""
-    if proof.get("version") != VERSION:
-        raise ProofInvalid(f"unsupported proof version {proof.get('version')!r}")
+    version = proof.get("version")
+    if version not in VERSIONS or isinstance(version, bool):
+        raise ProofInvalid(f"unsupported proof version {version!r}")
     entry, tree, anchor = proof["entry"], proof["merkle"], proof["anchor"]
     seq = int(entry["seq"])
     leaf = _unhex(entry["leaf_hash"], "entry.leaf_hash")
@@ -168,13 +196,12 @@ def verify_offline(proof: dict) -> bytes:
         raise ProofInvalid("the event and the salt come together: one without the other proves nothing")
     if not isinstance(anchor.get("member"), str):
         raise ProofInvalid("the proof does not name the member that anchored the root")
-    if "event" in entry:
-        event = entry["event"].encode()
-        if entry_hash(_unhex(entry["prev_hash"], "entry.prev_hash"), seq, event) != \
-                _unhex(entry["entry_hash"], "entry.entry_hash"):
-            raise ProofInvalid("the entry hash does not match the event")
-        if "salt" in proof and leaf_hash(_unhex(proof["salt"], "salt"), seq, event) != leaf:
-            raise ProofInvalid("the leaf hash does not match the salted event")
+    if version == 1:
+        _check_v1_entry_hash(entry, seq)
+    if "event" in entry and leaf_hash(_unhex(proof["salt"], "salt"), seq, entry["event"].encode()) != leaf:
+        raise ProofInvalid("the leaf hash does not match the salted event")
+    if version != 1:
+        _check_chain_hash(entry, seq, leaf)
     first, last = int(anchor["first_seq"]), int(anchor["last_seq"])
     if not first <= seq <= last:
         raise ProofInvalid(f"seq {seq} is outside the anchored range {first}..{last}")
@@ -188,6 +215,22 @@ def verify_offline(proof: dict) -> bytes:
     if root != _unhex(tree["root"], "merkle.root"):
         raise ProofInvalid("the Merkle path does not lead to the stated root")
     return root
+
+
+def _check_v1_entry_hash(entry: dict, seq: int) -> None:
+    """Version 1 documents (handed out before hash version 2): the entry hash is over the event."""
+    if "event" in entry and entry_hash(_unhex(entry["prev_hash"], "entry.prev_hash"), seq,
+                                       entry["event"].encode()) != _unhex(entry["entry_hash"], "entry.entry_hash"):
+        raise ProofInvalid("the entry hash does not match the event")
+
+
+def _check_chain_hash(entry: dict, seq: int, leaf: bytes) -> None:
+    """Version 2: the chain hashes, when given, link this leaf to the node's hash chain."""
+    if ("prev_hash" in entry) != ("entry_hash" in entry):
+        raise ProofInvalid("prev_hash and entry_hash come together: one without the other proves nothing")
+    if "entry_hash" in entry and chain_hash(_unhex(entry["prev_hash"], "entry.prev_hash"), seq, leaf) != \
+            _unhex(entry["entry_hash"], "entry.entry_hash"):
+        raise ProofInvalid("the entry hash does not match the previous hash, seq and leaf")
 
 
 def check_anchor(rpc_url: str, anchor: dict, root: bytes, *, timeout: float = 10.0) -> None:

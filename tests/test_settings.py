@@ -65,3 +65,29 @@ def test_production_refuses_unsafe_values(overrides, message):
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert message in result.stderr
+
+
+@pytest.mark.parametrize("index", range(10))
+@pytest.mark.parametrize("name", ["CHAIN_PRIVATE_KEY", "CONSENT_PRIVATE_KEY"])
+def test_production_refuses_every_well_known_anvil_key(name, index):
+    result = import_production(**{name: ANVIL_DEFAULT_PRIVATE_KEYS[index]})
+
+    assert result.returncode != 0 and "public development key" in result.stderr
+
+
+def test_the_listed_anvil_keys_are_the_default_mnemonics_accounts_0_to_9():
+    from eth_account import Account
+
+    Account.enable_unaudited_hdwallet_features()
+    mnemonic = "test test test test test test test test test test test junk"
+    derived = tuple("0x" + Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{i}").key.hex()
+                    .removeprefix("0x") for i in range(10))
+
+    assert ANVIL_DEFAULT_PRIVATE_KEYS == derived
+
+
+@pytest.mark.parametrize("secret", ["django-insecure-" + "x" * 50, "k" * 49, "dev-only-" + "x" * 50])
+def test_production_refuses_insecure_or_short_secret_keys(secret):
+    result = import_production(DJANGO_SECRET_KEY=secret)
+
+    assert result.returncode != 0 and "DJANGO_SECRET_KEY must be set" in result.stderr

@@ -15,12 +15,19 @@ env = environ.Env()
 
 STATE_DIR = Path(env.str("CARRACK_STATE_DIR", default=str(BASE_DIR / "var")))
 
-# Well-known development keys of anvil's default mnemonic: public knowledge, so
-# production settings refuse them.
+# Well-known development keys of anvil's (and hardhat's) default mnemonic "test test ... junk",
+# accounts 0-9 (m/44'/60'/0'/0/i): public knowledge, so production settings refuse them all.
 ANVIL_DEFAULT_PRIVATE_KEYS = (
     "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
     "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
     "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+    "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+    "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+    "0x92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e",
+    "0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356",
+    "0xdbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97",
+    "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6",
 )
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="dev-only-insecure-secret-key-change-me")
@@ -47,6 +54,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.no_store",  # OAuth / SMART hardening (see that block below)
+    "config.middleware.auth_throttle",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -101,6 +110,20 @@ USE_TZ = True
 # Transaction Bundles are large (a Synthea patient is 1-5 MB); bigger bodies get 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("MAX_REQUEST_BODY_BYTES", default=64 * 1024 * 1024)
 
+# --- FHIR/JSON cost bounds (docs/fhir.md "Limits"): refused before the expensive work ---
+# JSON nesting (400; real FHIR needs ~10-40, deep Questionnaire items a few more) and values
+# (413; a 6 MB Synthea Bundle has 140k) of every JSON body, checked before it is parsed.
+FHIR_JSON_MAX_DEPTH = env.int("FHIR_JSON_MAX_DEPTH", default=100)
+FHIR_JSON_MAX_VALUES = env.int("FHIR_JSON_MAX_VALUES", default=2_000_000)
+# Entries of a batch/transaction Bundle (413; a large Synthea patient has ~3,400).
+FHIR_BUNDLE_MAX_ENTRIES = env.int("FHIR_BUNDLE_MAX_ENTRIES", default=10_000)
+# Criteria of one search, and chained criteria among them (400 too-costly).
+FHIR_SEARCH_MAX_PARAMS = env.int("FHIR_SEARCH_MAX_PARAMS", default=40)
+FHIR_SEARCH_MAX_CHAINS = env.int("FHIR_SEARCH_MAX_CHAINS", default=8)
+# One FHIR answer (413 too-costly; a batch fails the entries beyond it).
+FHIR_MAX_RESPONSE_BYTES = env.int("FHIR_MAX_RESPONSE_BYTES", default=8 * 1024 * 1024)
+# --- end FHIR/JSON cost bounds ---
+
 STATIC_URL = "static/"
 STATIC_ROOT = STATE_DIR / "static"
 
@@ -111,6 +134,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON bodies held to FHIR_JSON_MAX_DEPTH / FHIR_JSON_MAX_VALUES (config/parsers.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "config.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Carrack API",
@@ -212,10 +241,35 @@ OAUTH2_PROVIDER = {
     "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
     "SCOPES_BACKEND_CLASS": "ehr.access.oauth.SmartScopes",
     "OAUTH2_VALIDATOR_CLASS": "ehr.access.oauth.SmartOAuth2Validator",
+    "OAUTH2_SERVER_CLASS": "ehr.access.oauth.SmartServer",
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
 }
 OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"  # ehr.ClientScopes points at it
 LOGIN_URL = "/accounts/login/"
 # --- end of OAuth2 / SMART -------------------------------------------------------------------
+
+# --- OAuth / SMART hardening (ehr.access, config.middleware, docs/oauth-smart.md) ------------
+# The password grant is off unless turned on (RFC 9700); even then only for clients registered
+# for it. FHIR_BASE_URL is the only SMART `aud` /o/authorize accepts (empty: /fhir on the
+# request's origin). Introspection answers a client about its own tokens, and the listed
+# resource-server clients about any. Failed logins and client authentications are counted per
+# address and per account (client id, username) in Redis; past the limit inside the window the
+# answer is 429 with Retry-After.
+OAUTH2_PASSWORD_GRANT = env.bool("OAUTH2_PASSWORD_GRANT", default=False)
+FHIR_BASE_URL = env.str("FHIR_BASE_URL", default="")
+OAUTH2_INTROSPECTION_CLIENTS = env.list("OAUTH2_INTROSPECTION_CLIENTS", default=[])
+AUTH_FAILURE_ACCOUNT_LIMIT = env.int("AUTH_FAILURE_ACCOUNT_LIMIT", default=10)
+AUTH_FAILURE_ADDRESS_LIMIT = env.int("AUTH_FAILURE_ADDRESS_LIMIT", default=50)
+AUTH_FAILURE_WINDOW_SECONDS = env.int("AUTH_FAILURE_WINDOW_SECONDS", default=900)
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "auth-throttle": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                      "LOCATION": REDIS_URL, "KEY_PREFIX": "carrack",
+                      "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1}},
+}
+# Static files are served by the app only under `make run` (config.settings.local).
+SERVE_STATIC_FILES = False
+# --- end of OAuth / SMART hardening ----------------------------------------------------------
 
 # --- Imaging: DICOM store, DIMSE SCP, DICOMweb, de-identification (imaging/, docs/imaging.md) --
 # The SCP (`manage.py dicom_scp`, started by `make run`) listens on DICOM_BIND_ADDRESS:port as
@@ -228,6 +282,12 @@ DICOM_BIND_ADDRESS = env.str("DICOM_BIND_ADDRESS", default="127.0.0.1")
 DICOM_SCP_PROCESSES = env.int("DICOM_SCP_PROCESSES", default=2)
 DICOM_AE_ORGANIZATIONS = env.dict("DICOM_AE_ORGANIZATIONS", default={})
 DICOM_DEFAULT_ORGANIZATION = env.str("DICOM_DEFAULT_ORGANIZATION", default="")
+# Decompression bombs: the decoded pixels an instance declares (Rows x Columns x Frames x bytes
+# per sample x samples), per instance (refused 0xA700 on C-STORE and STOW-RS, never decoded) and
+# per STOW-RS request or WADO-RS frames request (413). 1 GiB: ~1160 frames of 640x480 RGB (39 s at 30 fps).
+DICOM_MAX_PIXEL_BYTES_PER_INSTANCE = env.int("DICOM_MAX_PIXEL_BYTES_PER_INSTANCE", default=1 << 30)
+DICOM_MAX_PIXEL_BYTES_PER_REQUEST = env.int("DICOM_MAX_PIXEL_BYTES_PER_REQUEST", default=2 << 30)
+DICOMWEB_MAX_INSTANCES_PER_REQUEST = env.int("DICOMWEB_MAX_INSTANCES_PER_REQUEST", default=1000)
 # Address written in each ImagingStudy's Endpoint (absolute in production, behind the proxy).
 DICOMWEB_BASE_URL = env.str("DICOMWEB_BASE_URL", default="/dicomweb")
 # Instance files: a folder under the state folder, or an S3-compatible bucket (django-storages,

@@ -14,8 +14,9 @@ DEID_SECRET = env.str("DEID_SECRET", default="")
 CONSENT_PRIVATE_KEY = env.str("CONSENT_PRIVATE_KEY", default="")
 CONSENT_PSEUDONYM_KEY = env.str("CONSENT_PSEUDONYM_KEY", default="")
 
-if len(SECRET_KEY) < 32 or SECRET_KEY.startswith("dev-only"):
-    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set to a random value of 32+ characters.")
+# Django's own bar (security.W009): 50+ characters, and never a generated development key.
+if len(SECRET_KEY) < 50 or SECRET_KEY.startswith(("dev-only", "django-insecure-")):
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set to a random value of 50+ characters.")
 if DEBUG:
     raise ImproperlyConfigured("DJANGO_DEBUG must be off in production.")
 for _name, _key in (("CHAIN_PRIVATE_KEY", CHAIN_PRIVATE_KEY), ("CONSENT_PRIVATE_KEY", CONSENT_PRIVATE_KEY)):
@@ -29,6 +30,9 @@ if len(CONSENT_PSEUDONYM_KEY) < 32 or CONSENT_PSEUDONYM_KEY.startswith("dev-only
     raise ImproperlyConfigured("CONSENT_PSEUDONYM_KEY must be set to a random value of 32+ characters.")
 if len(DEID_SECRET) < 32 or DEID_SECRET.startswith("dev-only"):  # imaging
     raise ImproperlyConfigured("DEID_SECRET must be set to a random value of 32+ characters.")
+if DICOM_DEFAULT_ORGANIZATION:  # noqa: F405 - imaging: an AE title is no credential
+    raise ImproperlyConfigured("DICOM_DEFAULT_ORGANIZATION must be empty in production; map each AE title "
+                               "in DICOM_AE_ORGANIZATIONS.")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = True

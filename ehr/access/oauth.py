@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 
+from django.conf import settings
 from django.utils import timezone
 from oauth2_provider.models import AccessToken, Application
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.scopes import BaseScopes
+from oauthlib.oauth2 import Server
 
 from ehr.models import ClientScopes
 
@@ -41,9 +43,42 @@ class SmartScopes(BaseScopes):
         return self.get_available_scopes(application, request)
 
 
+# Grants and response types this server does not offer (RFC 9700: no implicit grant; no
+# device flow is mounted); the password grant only where OAUTH2_PASSWORD_GRANT turns it on.
+DISABLED_GRANTS = ("urn:ietf:params:oauth:grant-type:device_code",)
+DISABLED_RESPONSE_TYPES = ("token",)
+
+
+class SmartServer(Server):
+    """oauthlib's server without the grants Carrack does not offer.
+
+    Removed at the root, a disabled grant is ``unsupported_grant_type`` before any password or
+    secret is looked at: oauthlib checks a password grant's username and password *before* the
+    client's allowed grant type, so a client merely refusing the grant still answered a right
+    password differently from a wrong one.
+    """
+
+    def __init__(self, request_validator, *args, **kwargs) -> None:
+        super().__init__(request_validator, *args, **kwargs)
+        for grant in DISABLED_GRANTS + (() if password_grant_enabled() else ("password",)):
+            self._grant_types.pop(grant, None)
+        for response_type in DISABLED_RESPONSE_TYPES:
+            self._response_types.pop(response_type, None)
+
+
+def password_grant_enabled() -> bool:
+    return bool(getattr(settings, "OAUTH2_PASSWORD_GRANT", False))
+
+
 class SmartOAuth2Validator(OAuth2Validator):
     def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs) -> bool:
         return scopes_permitted(client, scopes)
+
+    def validate_user(self, username, password, client, request, *args, **kwargs) -> bool:
+        """Second lock on the password grant: no password is checked while it is disabled."""
+        if not password_grant_enabled():
+            return False
+        return super().validate_user(username, password, client, request, *args, **kwargs)
 
     def save_bearer_token(self, token, request, *args, **kwargs):
         """Adds the SMART ``patient`` launch context for a patient user who asked for it."""

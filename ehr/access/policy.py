@@ -21,8 +21,10 @@ from typing import Any
 from django.db.models import Q
 from django.http import HttpRequest
 
+from ehr import fhirjson
 from ehr.access.scopes import ScopeSet
-from ehr.fhir import FhirError
+from ehr.consent import PERMIT, consent_rules
+from ehr.fhir import SERVER_WRITTEN_TYPES, FhirError, patient_not_writable, refuse_server_written, server_owned
 from ehr.models import AccessProfile, Resource, ResourceVersion, Role
 from ledger.consents.check import consent_check, consent_tokens_for, consented_patients
 
@@ -111,6 +113,8 @@ def scope_allows(ctx: AccessContext, resource_type: str, interaction: str) -> bo
 
 def check_type(ctx: AccessContext, resource_type: str, interaction: str) -> None:
     """Refuse what no resource of this type could allow: the scope letter, the role."""
+    if interaction in WRITES:
+        refuse_server_written(resource_type)
     if not scope_allows(ctx, resource_type, interaction):
         raise FhirError(403, "forbidden",
                         f"The token's scopes do not allow {interaction} on {resource_type}")
@@ -121,7 +125,7 @@ def check_role(ctx: AccessContext, interaction: str, resource_type: str = "") ->
     """Refuse roles that may never do this (system-level searches and history use it alone).
 
     Consents are the exception to read-only roles: patients write their own, and the data
-    protection officer reads and writes everyone's.
+    protection officer oversees those of its hospital (``_dpo_oversees``).
     """
     if ctx.role == Role.PATIENT and ctx.patient_id and (interaction not in WRITES or resource_type == "Consent"):
         return
@@ -135,20 +139,83 @@ def check_role(ctx: AccessContext, interaction: str, resource_type: str = "") ->
 
 
 def check_row(ctx: AccessContext, row: Resource | ResourceVersion, *, write: bool = False) -> None:
-    """Refuse a resource (or a version, by its resource) outside the caller's rules.
+    """Refuse a resource (or one version of it, by that version's compartment) outside the caller's rules.
 
     Breaking the glass opens reading only: an emergency never lets a caller write, and so
     never lets it move a patient (and the patient's records) to its own hospital.
     """
-    resource = row.resource if isinstance(row, ResourceVersion) else row
+    resource = row  # a version carries its own compartment and owner
     in_patient_context = not patient_scoped(ctx) or (bool(ctx.patient_id) and resource.patient_id == ctx.patient_id)
-    if in_patient_context and ((ctx.break_glass and not write) or owns(ctx, resource)):
+    if in_patient_context and (_emergency_read(ctx, resource, write) or owns(ctx, resource)):
         return
     if in_patient_context and not write and _consented(ctx, resource.patient_id):
         return
-    if ctx.role == Role.DPO and resource.resource_type == "Consent":
+    if _dpo_oversees(ctx, resource):
         return
     raise FhirError(403, "forbidden", f"{row.resource_type}/{row.logical_id} is outside this account's access")
+
+
+def _dpo_oversees(ctx: AccessContext, resource: Resource | ResourceVersion) -> bool:
+    """A hospital's DPO oversees its own hospital's Consents; a DPO of no organization (the
+    node's own) every Consent on the node. Another hospital's DPO sees and changes nothing."""
+    return (ctx.role == Role.DPO and resource.resource_type == "Consent"
+            and (ctx.organization_id is None or resource.organization_id == ctx.organization_id))
+
+
+def check_written(ctx: AccessContext, row: Resource) -> None:
+    """``check_row`` for a write, on the version just written (it is rolled back if refused).
+
+    A Consent that grants anything opens the patient's chart to someone else, so only the
+    patient grants, or a clinician or system of the patient's hospital recording the
+    patient's own signed consent: ``performer`` names the patient (or a RelatedPerson acting
+    for them) and ``sourceAttachment``/``sourceReference`` carries the signed form. The DPO
+    oversees consents (reads them, records denials and withdrawals) but never grants one.
+    """
+    try:
+        check_row(ctx, row, write=True)
+    except FhirError:
+        if row.patient_id is None or row.resource_type == "Patient":
+            raise
+        # Another hospital's patient answers exactly as a patient that does not exist.
+        raise patient_not_writable(row.resource_type, row.patient_id) from None
+    _check_claim(ctx, row.resource_type, row.logical_id)
+    if row.resource_type != "Consent" or row.deleted or ctx.role == Role.PATIENT:
+        return
+    consent = fhirjson.loads(row.text)
+    if not any(rule.kind == PERMIT for rule in consent_rules(consent)):
+        return
+    if ctx.role == Role.DPO:
+        raise FhirError(403, "forbidden", "The data protection officer may not grant consent on a patient's behalf")
+    if not _signed_by_patient(consent, row.patient_id):
+        raise FhirError(422, "processing", "A Consent that grants access, recorded by staff, needs performer naming "
+                                           "the patient (or a RelatedPerson) and the signed form (sourceAttachment "
+                                           "or sourceReference)")
+
+
+def _check_claim(ctx: AccessContext, resource_type: str, logical_id: str | None) -> None:
+    """Ids that are not first come, first served: the server's own, and each organization's
+    Organization resource (its id is the organization's), which only that organization writes."""
+    if server_owned(resource_type, logical_id):
+        raise FhirError(403, "forbidden", f"{resource_type}/{logical_id} is maintained by the server")
+    if (resource_type == "Organization" and logical_id != ctx.organization_id
+            and AccessProfile.objects.filter(organization_id=logical_id).exists()):
+        raise FhirError(403, "forbidden", f"Organization/{logical_id} is written by that organization only")
+    link = {"Practitioner": "practitioner_id", "Patient": "patient_id"}.get(resource_type)
+    if link and (AccessProfile.objects.filter(**{link: logical_id}, organization_id__isnull=False)
+                 .exclude(organization_id=ctx.organization_id).exists()):
+        # An account's own Practitioner or Patient (its fhirUser) belongs to the account's hospital.
+        raise FhirError(403, "forbidden", f"{resource_type}/{logical_id} is an account's own, of another organization")
+
+
+def _signed_by_patient(consent: dict, patient_id: str | None) -> bool:
+    performers = [p.get("reference", "") for p in consent.get("performer") or [] if isinstance(p, dict)]
+    by_patient = any(ref == f"Patient/{patient_id}" or ref.startswith("RelatedPerson/") for ref in performers)
+    return by_patient and bool(consent.get("sourceAttachment") or consent.get("sourceReference"))
+
+
+def _emergency_read(ctx: AccessContext, resource: Resource | ResourceVersion, write: bool) -> bool:
+    """Breaking the glass reads one patient's record: a resource in a patient's compartment."""
+    return ctx.break_glass and not write and resource.patient_id is not None
 
 
 def _consented(ctx: AccessContext, patient_id: str | None) -> bool:
@@ -175,10 +242,20 @@ def _grantee(ctx: AccessContext) -> str:
 
 def check_existing(ctx: AccessContext, resource_type: str, logical_id: str,
                    interaction: str = "read") -> Resource | None:
-    """``check_row`` on the stored resource if there is one (deleted ones included); returns it."""
+    """``check_row`` on the stored resource if there is one (deleted ones included); returns it.
+
+    A read, patch or delete of what the caller may not see answers exactly as for what does
+    not exist (404), so ids of other hospitals' records cannot be probed. An update keeps its
+    403: a client-chosen id that is taken cannot be created (PUT) anyway.
+    """
     row = Resource.objects.filter(resource_type=resource_type, logical_id=logical_id).first()
     if row is not None:
-        check_row(ctx, row, write=interaction in WRITES)
+        try:
+            check_row(ctx, row, write=interaction in WRITES)
+        except FhirError:
+            if interaction == "update":
+                raise
+            raise FhirError(404, "not-found", f"{resource_type}/{logical_id} is not known") from None
     return row
 
 
@@ -186,6 +263,8 @@ def authorize(ctx: AccessContext, interaction: str, resource_type: str,
               logical_id: str | None = None) -> Resource | None:
     """Type-level check, then the stored resource's (for an instance interaction); returns it."""
     check_type(ctx, resource_type, interaction)
+    if logical_id is not None and interaction in WRITES:
+        _check_claim(ctx, resource_type, logical_id)
     if logical_id is not None:
         return check_existing(ctx, resource_type, logical_id, interaction)
     return None
@@ -228,19 +307,24 @@ def owned(ctx: AccessContext) -> Q:
     return Q(**{ownership[0]: ownership[1]}) if ownership else NOTHING
 
 
-def visible(ctx: AccessContext, interaction: str = "read") -> Q:
+def visible(ctx: AccessContext, interaction: str = "read", *, emergency_patient: str | None = None) -> Q:
     """Resources the caller may see in a search, history or ``$everything`` (Q on Resource).
 
-    For a write (conditional create or update matching) the emergency override never applies.
+    Breaking the glass adds one patient's record, ``emergency_patient`` (the patient the
+    request names), never more: an emergency search or history without one sees only what
+    the rules allow anyway. For a write (conditional matching) the emergency never applies.
     """
-    if ctx.break_glass and interaction not in WRITES:
-        rules = Q()
-    else:
-        rules = owned(ctx)
-        if interaction not in WRITES and ctx.role in CHART_ROLES and ctx.organization_id:
-            rules |= Q(patient_id__in=consented_patients(grantee=_grantee(ctx), purpose=TREATMENT))
-        if ctx.role == Role.DPO:
-            rules |= Q(resource_type="Consent")
+    rules = owned(ctx)
+    if interaction not in WRITES and ctx.role in CHART_ROLES and ctx.organization_id:
+        rules |= Q(patient_id__in=consented_patients(grantee=_grantee(ctx), purpose=TREATMENT))
+    if ctx.role == Role.DPO:
+        consents = Q(resource_type="Consent")
+        rules |= consents if ctx.organization_id is None else consents & Q(organization_id=ctx.organization_id)
+    if ctx.break_glass and interaction not in WRITES and emergency_patient:
+        rules |= Q(patient_id=emergency_patient)
+    # AuditEvents are served from the audit log (``ehr.api.auditevents``), never from stored
+    # resources: a row of that type could only be a client's fake from before writes were refused.
+    rules &= ~Q(resource_type__in=SERVER_WRITTEN_TYPES)
     if patient_scoped(ctx):
         rules &= Q(patient_id=ctx.patient_id) if ctx.patient_id else NOTHING
     if ctx.scopes is None:

@@ -67,26 +67,50 @@ def token_ensure(*, user, application: Application, scope: str) -> AccessToken:
                                       token=generate_token(), expires=timezone.now() + lifetime)
 
 
-def user_ensure(*, username: str, role: str, **links) -> object:
-    """A user without a usable password and its ``AccessProfile`` for ``role``."""
+class SeedConflict(Exception):
+    """An existing user's access profile differs from what the seed would give it."""
+
+
+def user_ensure(*, username: str, role: str, reassign: bool = False, **links) -> object:
+    """A user without a usable password and its ``AccessProfile`` for ``role``.
+
+    An existing user keeps its role and links: re-running a seed must never move someone to
+    another organization or role (that would hand them another hospital's records). Only
+    ``reassign`` changes them; otherwise a difference is a ``SeedConflict``.
+    """
     user, created = get_user_model().objects.get_or_create(username=username)
     if created:
         user.set_unusable_password()
         user.save()
-    AccessProfile.objects.update_or_create(user=user, defaults={"role": role, **links})
+    wanted = {"role": role, **links}
+    profile = AccessProfile.objects.filter(user=user).first()
+    if profile is not None and all(getattr(profile, k) == v for k, v in wanted.items()):
+        return user
+    if not created and not reassign:
+        raise SeedConflict(f"user {username} exists with another access profile; "
+                           "rerun with --reassign to change it")
+    AccessProfile.objects.update_or_create(user=user, defaults=wanted)
     return user
 
 
 @transaction.atomic
-def access_seed(*, organization_id: str, practitioner_id: str, patient_id: str) -> dict[str, dict]:
-    """One user per role with a token fitting the role, the integration client and the app client."""
+def access_seed(*, organization_id: str, practitioner_id: str, patient_id: str,
+                reassign: bool = False, rotate_secret: bool = False) -> dict[str, dict]:
+    """One user per role with a token fitting the role, the integration client and the app client.
+
+    Idempotent: existing users keep their profiles (``SeedConflict`` unless ``reassign``) and
+    the integration client keeps its secret, which is stored hashed and so printed only when
+    the client is created or ``rotate_secret`` asks for a new one.
+    """
     links = {
         Role.CLINICIAN: {"organization_id": organization_id, "practitioner_id": practitioner_id},
         Role.INTEGRATION: {"organization_id": organization_id},
         Role.PATIENT: {"patient_id": patient_id},
     }
-    users = {role: user_ensure(username=f"seed-{role.value}", role=role, **links.get(role, {}))
+    users = {role: user_ensure(username=f"seed-{role.value}", role=role, reassign=reassign,
+                               **links.get(role, {}))
              for role in Role}
+    new_integration = not Application.objects.filter(name=INTEGRATION_CLIENT).exists()
     integration = client_ensure(
         name=INTEGRATION_CLIENT, owner=users[Role.INTEGRATION],
         client_type=Application.CLIENT_CONFIDENTIAL,
@@ -102,5 +126,6 @@ def access_seed(*, organization_id: str, practitioner_id: str, patient_id: str) 
                              scope=ROLE_SCOPES[role])
         result[role.value] = {"username": user.username, "token": token.token,
                               "client_id": client.client_id}
-    result[Role.INTEGRATION.value]["client_secret"] = client_secret_reset(application=integration)
+    if new_integration or rotate_secret:
+        result[Role.INTEGRATION.value]["client_secret"] = client_secret_reset(application=integration)
     return result

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.http import HttpRequest
+
 from .scopes import SUPPORTED_SCOPES
+
+# OpenID Connect is not enabled (no id_token, no userinfo): its scopes are not advertised.
+OIDC_SCOPES = ("openid", "fhirUser", "profile")
 
 SMART_CAPABILITIES = [
     "launch-standalone", "client-public", "client-confidential-symmetric",
@@ -31,7 +39,7 @@ def smart_configuration(root: str) -> dict:
         "introspection_endpoint": endpoints["introspect"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "grant_types_supported": ["authorization_code", "client_credentials"],
-        "scopes_supported": SUPPORTED_SCOPES,
+        "scopes_supported": [scope for scope in SUPPORTED_SCOPES if scope not in OIDC_SCOPES],
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
         "capabilities": SMART_CAPABILITIES,
@@ -50,3 +58,20 @@ def capability_security(root: str) -> dict:
         "description": "OAuth2 bearer tokens (SMART App Launch 2.x scopes); see "
                        "/.well-known/smart-configuration",
     }
+
+
+def fhir_base_url(request: HttpRequest) -> str:
+    """This server's FHIR base URL: ``FHIR_BASE_URL`` when set, else ``/fhir`` on the request's origin."""
+    return settings.FHIR_BASE_URL or request.build_absolute_uri("/fhir")
+
+
+def audience_matches(aud: str, base_url: str) -> bool:
+    """Whether a SMART ``aud`` names this FHIR server (scheme and host case-insensitive,
+    a trailing slash ignored); anything else, another server included, does not."""
+    def normal(url: str) -> tuple[str, ...]:
+        parts = urlsplit(url)
+        return (parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query,
+                parts.fragment)
+
+    ours = normal(base_url)
+    return bool(aud) and ours[0] in ("http", "https") and normal(aud) == ours

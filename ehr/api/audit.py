@@ -14,6 +14,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from ehr.access.policy import BREAK_GLASS_HEADER
 from ehr.fhir import ID_PATTERN
 from ehr.models import Resource
 from ledger.audit import audit_append, audit_event_balp
@@ -55,6 +56,10 @@ class AccessRecord:
     purpose_of_use: str = "TREAT"
     break_glass_reason: str | None = None  # set when a clinician declared an emergency
     written: list[tuple[str, Resource]] = field(default_factory=list)  # a Bundle's writes
+    # The one patient a search names in its criteria (for an emergency: whose record it opens).
+    named_patient: str | None = None
+    # Every patient whose records a multi-patient read returned: each gets an entry of its own.
+    read_patients: set[str] = field(default_factory=set)
 
 
 def access_record(request: HttpRequest, kind: str, kwargs: dict) -> AccessRecord:
@@ -67,8 +72,14 @@ def access_record(request: HttpRequest, kind: str, kwargs: dict) -> AccessRecord
         record.resource = f"{resource_type}/{logical_id}"
         record.patient_id = logical_id if resource_type == "Patient" else None
     elif interaction.startswith("search"):
+        # The patient named by the criteria is not recorded as the entry's patient: a search
+        # names a patient only by what it returned (an empty one by another hospital, nobody).
         record.query = request.META.get("QUERY_STRING", "")[:2000]
-        record.patient_id = _patient_in_query(resource_type, record.query)
+        record.named_patient = _patient_in_query(resource_type, record.query)
+    if BREAK_GLASS_HEADER in request.headers:
+        # Flagged whether or not the emergency is allowed: a refused attempt is reported too.
+        record.purpose_of_use = "ETREAT"
+        record.break_glass_reason = request.headers[BREAK_GLASS_HEADER].strip()[:500] or "(no reason given)"
     return record
 
 
@@ -79,7 +90,7 @@ def record_written(record: AccessRecord, row: Resource) -> None:
 
 
 def write_audit(request: HttpRequest, record: AccessRecord, response: HttpResponse) -> None:
-    """The request's AuditEvent; a Bundle's writes also go, by patient, into one more each.
+    """The request's AuditEvent; a Bundle's writes and a multi-patient read's patients get one more each.
 
     Every resource a Bundle wrote is named with what was done to it: those outside any
     patient's compartment in the request's own entry, the others in an entry per patient,
@@ -94,7 +105,11 @@ def write_audit(request: HttpRequest, record: AccessRecord, response: HttpRespon
     for interaction, row in record.written if status < 400 else ():
         reference = f"{row.resource_type}/{row.logical_id}/_history/{row.version_id}"
         by_patient.setdefault(row.patient_id, []).append((reference, interaction))
-    for patient_id, written in [(record.patient_id, by_patient.pop(None, [])), *by_patient.items()]:
+    # An unauthenticated request is nobody's access to a patient's record.
+    own_patient = record.patient_id if user.is_authenticated else None
+    for patient_id in record.read_patients - {own_patient} if status < 400 else ():
+        by_patient.setdefault(patient_id, [])
+    for patient_id, written in [(own_patient, by_patient.pop(None, [])), *by_patient.items()]:
         event = audit_event_balp(
             interaction=record.interaction, agent=agent, outcome=outcome, recorded=now,
             observer=settings.NODE_NAME, resource=record.resource, patient=patient_id, written=written,

@@ -13,7 +13,7 @@ from django.views.decorators.csrf import csrf_exempt
 from ehr import fhirjson
 from ehr.access import policy
 from ehr.fhir import FhirError
-from ehr.models import Role
+from ehr.models import AccessProfile, Resource, Role
 from ledger.models import AuditEntry
 
 from . import bundles
@@ -39,6 +39,7 @@ def search(request: HttpRequest, resource_type: str = "AuditEvent") -> HttpRespo
     entries = AuditEntry.objects.filter(_entries_visible(ctx, patient))
     if patient is not None:
         entries = entries.filter(patient_id=patient)
+        request.access.patient_id = patient  # allowed to read that patient's log: it is about them
     offset, count = _paging(request, default=DEFAULT_COUNT)
     count = min(count, MAX_COUNT)
     page = list(entries.order_by("-id")[offset:offset + count])
@@ -61,8 +62,8 @@ def read(request: HttpRequest, resource_type: str, logical_id: str) -> HttpRespo
              if logical_id.isascii() and logical_id.isdigit() and len(logical_id) < 19 else None)
     if entry is None:
         raise FhirError(404, "not-found", f"AuditEvent/{logical_id} is not known")
-    _entries_visible(ctx, entry.patient_id)  # refuses roles without audit access and other patients
-    if ctx.role == Role.PATIENT and entry.patient_id != ctx.patient_id:
+    readable = _entries_visible(ctx, None)  # refuses roles without audit access
+    if not AuditEntry.objects.filter(readable, pk=entry.pk).exists():
         raise FhirError(403, "forbidden", f"AuditEvent/{logical_id} is outside this account's access")
     return fhir_response(_event_text(entry))
 
@@ -72,15 +73,37 @@ def _check_scope(ctx: policy.AccessContext, interaction: str) -> None:
         raise FhirError(403, "forbidden", f"The token's scopes do not allow {interaction} on AuditEvent")
 
 
-def _entries_visible(ctx: policy.AccessContext, patient: str | None):
-    """The DPO sees every entry; a patient the entries about themself, and asking for another is refused."""
-    if ctx.role == Role.DPO:
+AUDIT_LOG_REFUSED = "Only the patient concerned and the data protection officer read the audit log"
+
+
+def audit_entries_readable(ctx: policy.AccessContext) -> Q | None:
+    """The audit entries the caller may read; None: none at all (docs/access-control.md).
+
+    The one rule for every door to the log (``/fhir/AuditEvent`` and the ledger's proofs):
+    a hospital's DPO reads the entries about its hospital's patients and those of its
+    hospital's accounts (a DPO of no organization, the node's own, every entry), a patient the
+    entries about themself, nobody else any.
+    """
+    if ctx.role == Role.DPO and ctx.organization_id is None:
         return Q()
+    if ctx.role == Role.DPO:
+        patients = Resource.objects.filter(resource_type="Patient", organization_id=ctx.organization_id)
+        accounts = AccessProfile.objects.filter(organization_id=ctx.organization_id)
+        return (Q(patient_id__in=patients.values("logical_id"))
+                | Q(patient_id__isnull=True, agent__in=accounts.values("user__username")))
     if ctx.role == Role.PATIENT and ctx.patient_id:
-        if patient not in (None, ctx.patient_id):
-            raise FhirError(403, "forbidden", "A patient may read only the audit events of their own record")
         return Q(patient_id=ctx.patient_id)
-    raise FhirError(403, "forbidden", "Only the patient concerned and the data protection officer read the audit log")
+    return None
+
+
+def _entries_visible(ctx: policy.AccessContext, patient: str | None):
+    """``audit_entries_readable`` as a FHIR refusal; a patient asking for another patient is refused."""
+    readable = audit_entries_readable(ctx)
+    if readable is None:
+        raise FhirError(403, "forbidden", AUDIT_LOG_REFUSED)
+    if ctx.role == Role.PATIENT and patient not in (None, ctx.patient_id):
+        raise FhirError(403, "forbidden", "A patient may read only the audit events of their own record")
+    return readable
 
 
 def _patient_param(params: list[tuple[str, str]]) -> str | None:

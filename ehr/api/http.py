@@ -10,6 +10,7 @@ import functools
 import logging
 import re
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
@@ -39,6 +40,18 @@ def fhir_response(body: str | dict | None, status: int = 200, *, headers: dict |
     for name, value in (headers or {}).items():
         response[name] = value
     return response
+
+
+def bundle_response(text: str) -> HttpResponse:
+    """A Bundle the server assembled (searchset, history, batch answer): 413 past FHIR_MAX_RESPONSE_BYTES.
+
+    Raised inside the view's transaction, so a refused answer also keeps none of its writes.
+    """
+    limit = settings.FHIR_MAX_RESPONSE_BYTES
+    if len(text) > limit or len(text.encode("utf-8")) > limit:
+        raise FhirError(413, "too-costly", f"The answer would exceed {limit} bytes; ask for less "
+                                           "(a smaller _count, fewer Bundle entries)")
+    return fhir_response(text)
 
 
 def outcome_response(error: FhirError) -> HttpResponse:

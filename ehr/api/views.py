@@ -20,6 +20,7 @@ from .capability import capability_statement
 from .http import (
     access_context,
     base_url,
+    bundle_response,
     fhir_endpoint,
     fhir_response,
     prefer,
@@ -53,7 +54,7 @@ def system(request: HttpRequest) -> HttpResponse:
             organization_id=ctx.organization_id, authorize=_entry_authorizer(ctx),
             visible=policy.visible(ctx, "update"), written=request.access.written,
         )
-        return fhir_response(body)
+        return bundle_response(body)
     return _search(request, None, _query_params(request))
 
 
@@ -69,19 +70,23 @@ def system_search(request: HttpRequest) -> HttpResponse:
 def history(request: HttpRequest, resource_type: str | None = None, logical_id: str | None = None):
     _allow(request, "GET")
     ctx = access_context(request)
+    stored = None
     if resource_type:
-        policy.authorize(ctx, "history", resource_type, logical_id)
+        stored = policy.authorize(ctx, "history", resource_type, logical_id)
     else:
         policy.check_role(ctx, "history")
     params = _query_params(request)
     offset, count = _paging(request, default=selectors.HISTORY_DEFAULT_COUNT)
+    # An emergency opens the history of one resource of one patient, never a type's or the server's.
+    emergency_patient = stored.patient_id if stored is not None and logical_id else None
     page = selectors.history(resource_type=resource_type, logical_id=logical_id,
                              since=_since(request), offset=offset, count=count,
-                             visible=policy.visible(ctx, "history"))
+                             visible=policy.visible(ctx, "history", emergency_patient=emergency_patient))
+    _name_patients(request, {version.patient_id for version in page.versions})
     base = base_url(request)
     self_url = base + "/" + "/".join(p for p in (resource_type, logical_id, "_history") if p)
     links = bundles.paging_links(self_url, params, offset=offset, count=page.count, total=page.total)
-    return fhir_response(bundles.history_bundle(page.versions, base_url=base, total=page.total, links=links))
+    return bundle_response(bundles.history_bundle(page.versions, base_url=base, total=page.total, links=links))
 
 
 @csrf_exempt
@@ -96,7 +101,7 @@ def type_root(request: HttpRequest, resource_type: str) -> HttpResponse:
                                            if_none_exist=request.headers.get("If-None-Exist"),
                                            organization_id=ctx.organization_id,
                                            visible=policy.visible(ctx, "create"))
-        policy.check_row(ctx, outcome.resource, write=True)
+        policy.check_written(ctx, outcome.resource)
         return written_response(request, outcome.resource, outcome.status, base_url(request))
     if request.method == "PUT":
         ctx = access_context(request)
@@ -106,7 +111,7 @@ def type_root(request: HttpRequest, resource_type: str) -> HttpResponse:
             resource_type=resource_type, query=query, text=_body(request), organization_id=ctx.organization_id,
             visible=policy.visible(ctx, "update"),
         )
-        policy.check_row(ctx, outcome.resource, write=True)
+        policy.check_written(ctx, outcome.resource)
         return written_response(request, outcome.resource, outcome.status, base_url(request))
     return _search(request, resource_type, _query_params(request))
 
@@ -130,14 +135,14 @@ def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpR
         outcome = services.resource_update(resource_type=resource_type, logical_id=logical_id,
                                            text=_body(request), if_match=request.headers.get("If-Match"),
                                            organization_id=ctx.organization_id)
-        policy.check_row(ctx, outcome.resource, write=True)
+        policy.check_written(ctx, outcome.resource)
         return written_response(request, outcome.resource, outcome.status, base)
     if request.method == "PATCH":
         if request.content_type != "application/json-patch+json":
             raise FhirError(415, "not-supported", "PATCH accepts application/json-patch+json")
         outcome = services.resource_patch(resource_type=resource_type, logical_id=logical_id,
                                           patch_text=_body(request), if_match=request.headers.get("If-Match"))
-        policy.check_row(ctx, outcome.resource, write=True)
+        policy.check_written(ctx, outcome.resource)
         return written_response(request, outcome.resource, outcome.status, base)
     if request.method == "DELETE":
         services.resource_delete(resource_type=resource_type, logical_id=logical_id)
@@ -153,10 +158,12 @@ def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpR
 @fhir_endpoint("vread")
 def vread(request: HttpRequest, resource_type: str, logical_id: str, version_id: str) -> HttpResponse:
     _allow(request, "GET", "HEAD")
-    stored = policy.authorize(access_context(request), "vread", resource_type, logical_id)
+    ctx = access_context(request)
+    policy.authorize(ctx, "vread", resource_type, logical_id)
     version = selectors.resource_vread(resource_type=resource_type, logical_id=logical_id,
                                        version_id=version_id)
-    request.access.patient_id = stored.patient_id if stored else None
+    policy.check_row(ctx, version)  # an old version may belong to another patient's compartment
+    request.access.patient_id = version.patient_id
     return fhir_response(version.text, headers=resource_headers(version, base_url(request)))
 
 
@@ -167,12 +174,13 @@ def everything(request: HttpRequest, logical_id: str) -> HttpResponse:
     ctx = access_context(request)
     policy.authorize(ctx, "everything", "Patient", logical_id)
     offset, count = _paging(request, default=selectors.HISTORY_DEFAULT_COUNT)
-    resources, total = selectors.patient_everything(logical_id=logical_id, offset=offset, count=count,
-                                                    visible=policy.visible(ctx, "everything"))
+    resources, total = selectors.patient_everything(
+        logical_id=logical_id, offset=offset, count=count,
+        visible=policy.visible(ctx, "everything", emergency_patient=logical_id))
     base = base_url(request)
     links = bundles.paging_links(f"{base}/Patient/{logical_id}/$everything", _query_params(request),
                                  offset=offset, count=count, total=total)
-    return fhir_response(bundles.searchset(resources, base_url=base, total=total, links=links))
+    return bundle_response(bundles.searchset(resources, base_url=base, total=total, links=links))
 
 
 @csrf_exempt
@@ -188,17 +196,30 @@ def _search(request: HttpRequest, resource_type: str | None, params: list[tuple[
     else:
         policy.check_role(ctx, "search")
     strict = prefer(request, "handling") == "strict"
+    emergency_patient = request.access.named_patient
+    if ctx.break_glass and emergency_patient is None:
+        raise FhirError(403, "forbidden", "Breaking the glass opens one patient's record: search within one "
+                                          "patient (patient=, subject= or Patient?_id=)")
     try:
         query = parse_search(resource_type, params, strict=strict)
-        result = run_search(query, visible=policy.visible(ctx, "search"))
+        result = run_search(query, visible=policy.visible(ctx, "search", emergency_patient=emergency_patient))
     except SearchError as error:
         raise FhirError(400, error.code, error.message) from None
-    patients = {row.patient_id for row in result.matches if row.patient_id}
+    patients = {row.patient_id for row in [*result.matches, *result.included] if row.patient_id}
     policy.note_consents(ctx, patients)
-    if len(patients) == 1:  # the usual case: a search within one patient's record
-        request.access.patient_id = patients.pop()
+    _name_patients(request, patients)
     body = searchset_bundle(result, base_url=base_url(request), resource_type=resource_type, query=query)
-    return fhir_response(body)
+    return bundle_response(body)
+
+
+def _name_patients(request: HttpRequest, patients: set[str | None]) -> None:
+    """The audit names every patient a read returned: one patient as the entry's own, several
+    each in an entry of their own (``AuditEvent?patient=`` shows each of them the read)."""
+    patients = {p for p in patients if p}
+    if len(patients) == 1:  # the usual case: a read within one patient's record
+        request.access.patient_id = next(iter(patients))
+    else:
+        request.access.read_patients = patients
 
 
 def _get_handler(request: HttpRequest):
@@ -228,7 +249,9 @@ def _entry_authorizer(ctx: policy.AccessContext):
     """Each write entry of a Bundle is authorized like the same request made alone."""
 
     def authorize(interaction: str, resource_type: str, target: str | None, row: Resource | None) -> None:
-        if row is not None:
+        if row is not None and interaction in ("create", "update"):
+            policy.check_written(ctx, row)
+        elif row is not None:
             policy.check_row(ctx, row, write=interaction in policy.WRITES)
         elif target and target.startswith("?"):
             policy.authorize(ctx, interaction, resource_type)

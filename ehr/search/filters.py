@@ -9,7 +9,7 @@ the search range widened by 10% of its distance to now (at least one day).
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import reduce
 from operator import or_
@@ -29,7 +29,10 @@ def index_rows(resource_type: str | None, code: str, kind: str, *, outer: str = 
     return rows.filter(resource_type=resource_type) if resource_type else rows
 
 
-def criterion_q(criterion: Criterion) -> Q:
+def criterion_q(criterion: Criterion, visible: Q | None = None) -> Q:
+    """The criterion as a condition on ``Resource``; a chain looks only at ``visible`` targets
+    (the caller's access filter), or a chained search would confirm another hospital's
+    patient's attributes one guess at a time."""
     code, kind, modifier = criterion.param.code, criterion.param.type, criterion.modifier
     if code == "_id":
         match = Q(logical_id__in=[value.code for value in criterion.values])
@@ -38,7 +41,7 @@ def criterion_q(criterion: Criterion) -> Q:
         return _any(_last_updated(value) for value in criterion.values)
     rows = index_rows(criterion.resource_type, code, kind)
     if criterion.chain is not None:
-        return Q(Exists(rows.filter(_chain(criterion))))
+        return Q(Exists(rows.filter(_chain(criterion, visible))))
     if modifier == "missing":
         return ~Q(Exists(rows)) if criterion.values[0] else Q(Exists(rows))
     match = _any(_value_q(kind, modifier, value) for value in criterion.values)
@@ -103,7 +106,7 @@ def _reference(modifier: str | None, value: ReferenceValue) -> Q:
     return match
 
 
-def _chain(criterion: Criterion) -> Q:
+def _chain(criterion: Criterion, visible: Q | None) -> Q:
     """The reference points at a resource of one of the chain types meeting the inner criterion."""
     inner = criterion.chain
     assert inner is not None
@@ -112,6 +115,8 @@ def _chain(criterion: Criterion) -> Q:
         typed = Criterion(resource_type=target_type, param=inner.param, modifier=inner.modifier,
                           values=inner.values)
         targets = Resource.objects.filter(resource_type=target_type, deleted=False)
+        if visible is not None:
+            targets = targets.filter(visible)
         targets = targets.filter(criterion_q(typed)).values("logical_id")
         branches.append(Q(target_type=target_type, target_id__in=Subquery(targets)))
     return _any(branches)
@@ -168,7 +173,9 @@ def _approximate(low, high):
     now = timezone.now()
     gap = max(abs(now - low), abs(now - high)) / 10
     gap = max(gap, timedelta(days=1))
-    return low - gap, high + gap
+    # ap0001 widens past year 1 (an OverflowError, formerly a 500): the range stops at the ends.
+    return (low - gap if low - datetime.min.replace(tzinfo=UTC) > gap else datetime.min.replace(tzinfo=UTC),
+            high + gap if datetime.max.replace(tzinfo=UTC) - high > gap else datetime.max.replace(tzinfo=UTC))
 
 
 def _last_updated(value: DateValue) -> Q:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
+
 from ehr import searchparams as registry
 
 from .errors import SearchError
@@ -30,7 +32,9 @@ MODIFIERS = {
     "reference": ("missing",),
     "uri": ("below", "above", "missing"),
 }
-UNSUPPORTED_PARAMS = ("_has", "_text", "_content", "_list", "_query", "_filter", "_contained",
+# Reverse chaining is refused, never ignored: ignoring it would answer as if it matched.
+REFUSED_PARAMS = ("_has",)
+UNSUPPORTED_PARAMS = ("_text", "_content", "_list", "_query", "_filter", "_contained",
                       "_containedType")
 KNOWN_UNSUPPORTED = ("above", "below", "in", "not-in", "of-type", "identifier", "iterate")
 
@@ -104,6 +108,7 @@ def parse_search(resource_type: str | None, params: list[tuple[str, str]], *, st
     """Parse and validate; unknown parameters are warnings, or errors when ``strict``."""
     if resource_type is not None and resource_type not in registry.resource_types():
         raise SearchError("not-supported", f"unknown resource type {resource_type!r}")
+    _check_cost(params)
     query = SearchQuery(resource_type=resource_type)
     for name, value in params:
         if "\x00" in name or "\x00" in value:  # PostgreSQL text cannot hold NUL: never a match
@@ -122,6 +127,20 @@ def parse_search(resource_type: str | None, params: list[tuple[str, str]], *, st
     if query.summary == "count":
         query.count = 0
     return query
+
+
+def _check_cost(params: list[tuple[str, str]]) -> None:
+    """Refuse, before any parsing or SQL, searches whose cost grows with their length.
+
+    Each criterion is a subquery and each chained one a subquery per target type (80 chains
+    took 5.5 s); the caps are FHIR_SEARCH_MAX_PARAMS and FHIR_SEARCH_MAX_CHAINS.
+    """
+    counted = [name for name, _ in params if name not in IGNORED]
+    if len(counted) > settings.FHIR_SEARCH_MAX_PARAMS:
+        raise SearchError("too-costly", f"more than {settings.FHIR_SEARCH_MAX_PARAMS} search parameters")
+    chains = sum(1 for name in counted if "." in name)
+    if chains > settings.FHIR_SEARCH_MAX_CHAINS:
+        raise SearchError("too-costly", f"more than {settings.FHIR_SEARCH_MAX_CHAINS} chained search parameters")
 
 
 def _ignore(query: SearchQuery, message: str, strict: bool) -> None:
@@ -158,6 +177,8 @@ def _lookup(query: SearchQuery, resource_type: str | None, code: str, strict: bo
 
 
 def _criterion(query: SearchQuery, name: str, value: str, strict: bool) -> Criterion | None:
+    if name.split(":")[0].split(".")[0] in REFUSED_PARAMS:
+        raise SearchError("not-supported", f"search parameter {name.split(':')[0]!r} is not supported")
     if name.split(":")[0].split(".")[0] in UNSUPPORTED_PARAMS:
         _ignore(query, f"search parameter {name!r} is not supported", strict)
         return None

@@ -12,13 +12,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
-from ehr.indexing import date_range, normalize_string
+from ehr.indexing import (
+    STRING_INDEX_CHARS,
+    TOKEN_INDEX_CHARS,
+    URI_INDEX_CHARS,
+    date_range,
+    normalize_string,
+)
 
 from .errors import SearchError
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 RELATIVE_REFERENCE = re.compile(r"([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?")
+MAX_NUMBER_DIGITS = 100
+MAX_NUMBER_EXPONENT = 100
 NUMBER_PATTERN = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -104,11 +112,11 @@ def _string(raw: str, modifier: str | None, name: str) -> str:
     normalized = normalize_string(value)
     if not normalized:
         raise SearchError("invalid", f"{name}: empty value")
-    return normalized
+    return normalized[:STRING_INDEX_CHARS]  # as indexed: a prefix of long texts
 
 
 def _uri(raw: str, modifier: str | None, name: str) -> str:
-    return unescape(raw)
+    return unescape(raw)[:URI_INDEX_CHARS]
 
 
 def _token(raw: str, modifier: str | None, name: str) -> TokenValue | str:
@@ -116,10 +124,10 @@ def _token(raw: str, modifier: str | None, name: str) -> TokenValue | str:
         return _string(raw, None, name)
     parts = split_escaped(raw, "|")
     if len(parts) == 1:
-        return TokenValue(system=None, code=unescape(parts[0]))
+        return TokenValue(system=None, code=unescape(parts[0])[:TOKEN_INDEX_CHARS])
     if len(parts) != 2 or parts == ["", ""]:
         raise SearchError("invalid", f"{name}: a token is code, |code, system|code or system|")
-    system, code = (unescape(part) for part in parts)
+    system, code = (unescape(part)[:TOKEN_INDEX_CHARS] for part in parts)
     return TokenValue(system=system, code=code or None)
 
 
@@ -140,11 +148,16 @@ def _number(raw: str, modifier: str | None, name: str) -> NumberValue:
 def number_value(prefix: str, text: str, name: str) -> NumberValue:
     """A number with its implicit range: ``100`` is [99.5, 100.5), ``1.0e2`` is [99.5, 100.5)."""
     if not NUMBER_PATTERN.fullmatch(text):
-        raise SearchError("invalid", f"{name}: {text!r} is not a number")
+        raise SearchError("invalid", f"{name}: {text[:40]!r} is not a number")
     try:
         value = Decimal(text)
     except InvalidOperation:
-        raise SearchError("invalid", f"{name}: {text!r} is not a number") from None
+        raise SearchError("invalid", f"{name}: {text[:40]!r} is not a number") from None
+    if len(text) > MAX_NUMBER_DIGITS or not -MAX_NUMBER_EXPONENT <= value.adjusted() <= MAX_NUMBER_EXPONENT:
+        # PostgreSQL numeric (and Decimal arithmetic) cannot take every exponent; the index holds
+        # values within ±1e26 (ehr.indexing), so a bound past 1e±100 adds nothing to one within.
+        raise SearchError("invalid", f"{name}: the number is out of the searchable range "
+                                     f"(at most {MAX_NUMBER_DIGITS} characters, 1e±{MAX_NUMBER_EXPONENT})")
     exponent = value.as_tuple().exponent
     assert isinstance(exponent, int)
     half = Decimal(5).scaleb(exponent - 1)

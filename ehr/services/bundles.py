@@ -13,15 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
 from ehr import fhirjson
-from ehr.fhir import FhirError, issue, operation_outcome, parse_resource, require_resource_type
+from ehr.fhir import FhirError, issue, json_error, operation_outcome, parse_resource, require_resource_type
 from ehr.models import Resource
 
 from . import resources as single
-from .storage import Pending, insert_new, instant, new_id
+from .storage import Pending, insert_new, instant, new_id, patients_settled_at_end
 
 PROCESSING_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 REFERENCE = re.compile(r'("reference"\s*:\s*")(urn:uuid:[0-9a-fA-F-]{36}|urn:oid:[0-9.]+)(")')
@@ -80,24 +81,25 @@ def bundle_process(*, text: str, handle_get: GetHandler, return_resources: bool 
     context = Context(handle_get, return_resources, organization_id, authorize, visible,
                       written if written is not None else [])
     if bundle_type == "transaction":
-        with transaction.atomic():
+        with transaction.atomic(), patients_settled_at_end():
             _run_transaction(entries, context)
     else:
-        for entry in entries:
-            _run_batch_entry(entry, context)
+        _run_batch(entries, context)
     body = (f'{{"resourceType":"Bundle","type":"{bundle_type}-response","entry":['
             + ",".join(entry.response for entry in entries) + "]}")
     return bundle_type, body
 
 
 def _parse_bundle(text: str) -> tuple[str, list[Entry]]:
+    """The Bundle's type and entries; more than FHIR_BUNDLE_MAX_ENTRIES is 413, counted while splitting."""
+    limit = settings.FHIR_BUNDLE_MAX_ENTRIES
     try:
         members = dict(fhirjson.split_members(text))
         resource_type = fhirjson.value(members.get("resourceType", "null"))
         bundle_type = fhirjson.value(members.get("type", "null"))
-        raw_entries = fhirjson.split_array(members["entry"]) if "entry" in members else []
+        raw_entries = fhirjson.split_array(members["entry"], limit=limit) if "entry" in members else []
     except fhirjson.FhirJsonError as error:
-        raise FhirError(400, "structure", str(error)) from None
+        raise json_error(error) from None
     if resource_type != "Bundle":
         raise FhirError(400, "invalid", "The base URL accepts only a Bundle")
     if bundle_type not in ("batch", "transaction"):
@@ -111,10 +113,16 @@ def _parse_entry(index: int, raw: str) -> Entry:
         request = fhirjson.loads(members.get("request", "{}"))
         full_url = fhirjson.value(members["fullUrl"]) if "fullUrl" in members else None
     except fhirjson.FhirJsonError as error:
-        raise FhirError(400, "structure", f"entry[{index}]: {error}") from None
+        raise json_error(error, f"entry[{index}]: ") from None
     method, url = request.get("method"), request.get("url")
     if method not in PROCESSING_ORDER or not isinstance(url, str) or not url:
         raise FhirError(400, "invalid", f"entry[{index}]: request.method and request.url are required")
+    if method == "POST" and _split_url(url)[1] is not None:  # the server assigns a created resource's id
+        raise FhirError(400, "invalid", f"entry[{index}]: a POST's request.url names the resource type only")
+    for name, value in (("fullUrl", full_url), ("request.ifNoneExist", request.get("ifNoneExist")),
+                        ("request.ifMatch", request.get("ifMatch"))):
+        if value is not None and not isinstance(value, str):
+            raise FhirError(400, "invalid", f"entry[{index}]: {name} must be a string")
     return Entry(index, method, url.lstrip("/"), full_url, members.get("resource"),
                  request.get("ifNoneExist"), request.get("ifMatch"))
 
@@ -194,6 +202,24 @@ def _bulk_create(entries: list[Entry], context: Context) -> None:
         context.written.append(("create", row))
         entry.resource = row
         entry.response = _response(row, "201 Created", context.return_resources)
+
+
+def _run_batch(entries: list[Entry], context: Context) -> None:
+    """Each entry in turn, while the answer stays within FHIR_MAX_RESPONSE_BYTES.
+
+    Entries past the budget fail unrun (413 too-costly); a read whose answer would cross it
+    fails too. A write that crossed it already took effect: its answer is kept.
+    """
+    budget = settings.FHIR_MAX_RESPONSE_BYTES
+    too_costly = FhirError(413, "too-costly", f"The batch answer would exceed {budget} bytes; send fewer entries")
+    for entry in entries:
+        if budget <= 0:
+            entry.response = _error_response(too_costly)
+            continue
+        _run_batch_entry(entry, context)
+        if entry.method in ("GET", "HEAD") and len(entry.response) > budget:
+            entry.response, budget = _error_response(too_costly), 0
+        budget -= len(entry.response)
 
 
 def _run_batch_entry(entry: Entry, context: Context) -> None:
@@ -285,5 +311,6 @@ def _response(row: Resource, status: str, return_resources: bool) -> str:
 def _error_response(error: FhirError) -> str:
     outcome = operation_outcome(error.issues or [issue("error", error.code, error.diagnostics)])
     reason = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
-              410: "Gone", 412: "Precondition Failed", 422: "Unprocessable Entity"}.get(error.status, "Error")
+              410: "Gone", 412: "Precondition Failed", 413: "Content Too Large",
+              422: "Unprocessable Entity"}.get(error.status, "Error")
     return fhirjson.dumps({"response": {"status": f"{error.status} {reason}", "outcome": outcome}})

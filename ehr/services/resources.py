@@ -16,7 +16,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 
 from ehr import fhirjson
-from ehr.fhir import FhirError, check_id, parse_resource, require_resource_type
+from ehr.fhir import FhirError, check_id, json_error, parse_resource, require_resource_type
 from ehr.models import Resource
 from ehr.selectors import resource_present
 
@@ -79,15 +79,25 @@ def resource_conditional_update(*, resource_type: str, query: str, text: str,
     with transaction.atomic():
         matches = _conditional_matches(resource_type, _criteria(query), visible)
         if not matches:
-            logical_id = parsed.get("id") or new_id()
-            check_id(logical_id)
-            pending = Pending(resource_type, logical_id, text, parsed, "PUT", organization_id)
+            _refuse_client_id(parsed)
+            pending = Pending(resource_type, new_id(), text, parsed, "PUT", organization_id)
             return WriteOutcome(insert_new([pending])[0], created=True)
         row = _locked(resource_type, matches[0].logical_id)
         if parsed.get("id") not in (None, row.logical_id):
-            raise FhirError(409, "conflict", "The body's id differs from the resource the criteria match")
+            raise FhirError(400, "invalid", "The body's id differs from the resource the criteria match")
         pending = Pending(resource_type, row.logical_id, text, parsed, "PUT")
         return WriteOutcome(replace_current(row, pending), created=False)
+
+
+def _refuse_client_id(parsed: dict) -> None:
+    """A conditional update that matches nothing creates with a server id (400 for a body id).
+
+    Creating with the client's id would fail, or not, by whether a resource the caller cannot
+    see holds that id: an existence oracle (and formerly a 500). The same answer for every id.
+    """
+    if parsed.get("id") is not None:
+        raise FhirError(400, "invalid", "The criteria match nothing: send the resource without an id "
+                                        "(the server assigns one), or PUT it to Type/id")
 
 
 def resource_patch(*, resource_type: str, logical_id: str, patch_text: str,
@@ -96,14 +106,16 @@ def resource_patch(*, resource_type: str, logical_id: str, patch_text: str,
     require_resource_type(resource_type)
     try:
         patch = jsonpatch.JsonPatch(fhirjson.loads('{"p":' + patch_text + "}")["p"])
-    except (fhirjson.FhirJsonError, jsonpatch.InvalidJsonPatch, TypeError) as error:
+    except fhirjson.FhirJsonError as error:
+        raise json_error(error, "Invalid JSON Patch: ") from None
+    except (jsonpatch.InvalidJsonPatch, TypeError) as error:
         raise FhirError(400, "structure", f"Invalid JSON Patch: {error}") from None
     with transaction.atomic():
         row = resource_present(_locked(resource_type, logical_id), resource_type=resource_type,
                                logical_id=logical_id)
         _check_version(row, if_match)
         try:
-            patched = patch.apply(fhirjson.loads(row.text))
+            patched = _apply_bounded(patch, fhirjson.loads(row.text))
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
             raise FhirError(422, "processing", f"The patch cannot be applied: {error}") from None
         if patched.get("resourceType") != resource_type or patched.get("id") != logical_id:
@@ -112,6 +124,35 @@ def resource_patch(*, resource_type: str, logical_id: str, patch_text: str,
         parse_resource(text, expected_type=resource_type)
         pending = Pending(resource_type, logical_id, text, patched, "PATCH")
         return WriteOutcome(replace_current(row, pending), created=False)
+
+
+def _apply_bounded(patch: jsonpatch.JsonPatch, document: dict) -> dict:
+    """Apply operation by operation, held to the JSON reader's bounds all along.
+
+    ``copy`` doubles what it copies: twenty copies of a copy make a million values, and nested
+    copies a document too deep to serialize, long before the result could be checked. Each
+    value an operation brings in is measured first (a stack walk; what was already measured
+    counts against the budget, so the walks stay linear in the budget).
+    """
+    limits = fhirjson.LIMITS
+    budget = limits.max_values - fhirjson.measure(document, limit=limits.max_values)[1]
+    for operation in patch._ops:
+        op = operation.operation
+        if op.get("op") in ("add", "replace", "copy"):
+            source = op.get("from")
+            if op["op"] == "copy" and not isinstance(source, str):
+                raise FhirError(400, "structure", "Invalid JSON Patch: copy needs a 'from' pointer")
+            value = jsonpatch.JsonPointer(source).resolve(document) if op["op"] == "copy" else op.get("value")
+            depth, values = fhirjson.measure(value, limit=max(budget, 0))
+            budget -= values
+            if budget < 0:
+                raise FhirError(413, "too-costly",
+                                f"The patched resource would have more than {limits.max_values} values")
+            if len(operation.pointer.parts) + depth > limits.max_depth:
+                raise FhirError(400, "too-costly",
+                                f"The patched resource would nest deeper than {limits.max_depth} levels")
+        document = operation.apply(document)
+    return document
 
 
 def resource_delete(*, resource_type: str, logical_id: str) -> Resource:

@@ -7,7 +7,9 @@ transaction Bundle of thousands of resources costs a few statements per table, n
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
@@ -15,10 +17,14 @@ from django.db import connection
 from django.utils import timezone
 
 from ehr import fhirjson
+from ehr.fhir import patient_not_writable, refuse_server_written
 from ehr.indexing import IndexValues, extract_index_values
 from ehr.models import INDEX_MODELS, Resource, ResourceVersion
 from ehr.searchparams import patient_compartment
 from ledger.consents.tokens import consent_tokens_refresh
+
+# Inside a transaction Bundle, rows whose patient does not exist yet: checked at its end.
+_awaiting_patients: ContextVar[list[Resource] | None] = ContextVar("awaiting_patients", default=None)
 
 # Which list of ``IndexValues`` feeds the index table of each parameter type.
 VALUE_LISTS = {"string": "strings", "token": "tokens", "date": "dates", "reference": "references",
@@ -67,6 +73,7 @@ def insert_new(pendings: list[Pending], now: datetime | None = None) -> list[Res
     now = now or timezone.now()
     rows, values = [], []
     for pending in pendings:
+        refuse_server_written(pending.resource_type)
         row = Resource(resource_type=pending.resource_type, logical_id=pending.logical_id, version_id=1,
                        last_updated=now, text=stamp(pending, version_id=1, last_updated=now))
         values.append(_derive_patient(row, pending))
@@ -81,6 +88,7 @@ def insert_new(pendings: list[Pending], now: datetime | None = None) -> list[Res
 
 def replace_current(row: Resource, pending: Pending, now: datetime | None = None) -> Resource:
     """Store a new version of an existing (locked) row and rewrite its indexes."""
+    refuse_server_written(pending.resource_type)
     now = now or timezone.now()
     row.version_id += 1
     row.last_updated = now
@@ -94,6 +102,8 @@ def replace_current(row: Resource, pending: Pending, now: datetime | None = None
     if row.resource_type == "Patient" and row.organization_id != previous_owner:
         # The hospital managing a patient owns the patient's whole compartment.
         Resource.objects.filter(patient_id=row.logical_id).exclude(pk=row.pk).update(
+            organization_id=row.organization_id)
+        ResourceVersion.objects.filter(resource__patient_id=row.logical_id, patient_id=row.logical_id).update(
             organization_id=row.organization_id)
     _store_versions([row], [pending.method])
     clear_indexes([row.pk])
@@ -123,8 +133,11 @@ def _assign_owners(rows: list[Resource], pendings: list[Pending]) -> None:
     """Set the managing organization (hospital) that owns each row.
 
     A Patient belongs to its managingOrganization, else to the organization that wrote it;
-    a resource in a patient's compartment belongs to that patient's organization; anything
-    else to the organization that wrote it. One query for all the patients of a batch.
+    a resource in a patient's compartment belongs to that patient's organization, and the
+    patient must exist: a record written for a patient id nobody has registered yet would
+    otherwise belong to its writer, who could so stake out (and plant Consents in) the
+    compartment of a patient another hospital registers later under that id. Anything
+    else belongs to the organization that wrote it. One query for all the patients of a batch.
     """
     patient_owners = {}
     for row, pending in zip(rows, pendings):
@@ -134,26 +147,64 @@ def _assign_owners(rows: list[Resource], pendings: list[Pending]) -> None:
                                    if managing.startswith("Organization/") else
                                    row.organization_id or pending.organization_id)
             patient_owners[row.logical_id] = row.organization_id
-    wanted = {row.patient_id for row in rows if row.patient_id and row.patient_id not in patient_owners}
-    if wanted:
-        stored = Resource.objects.filter(resource_type="Patient", logical_id__in=wanted)
-        patient_owners.update(stored.values_list("logical_id", "organization_id"))
+    patient_owners.update(_stored_patient_owners({row.patient_id for row in rows} - set(patient_owners)))
     for row, pending in zip(rows, pendings):
-        if row.resource_type != "Patient":
-            row.organization_id = (patient_owners.get(row.patient_id) or row.organization_id
-                                   or pending.organization_id)
+        if row.resource_type == "Patient":
+            continue
+        if row.patient_id and row.patient_id not in patient_owners:
+            _patient_missing(row)
+        row.organization_id = (patient_owners.get(row.patient_id) or row.organization_id
+                               or pending.organization_id)
+
+
+def _stored_patient_owners(patient_ids: set[str | None]) -> dict[str, str | None]:
+    """Owners of the live (not deleted) Patients among these ids."""
+    wanted = {p for p in patient_ids if p}
+    if not wanted:
+        return {}
+    stored = Resource.objects.filter(resource_type="Patient", logical_id__in=wanted, deleted=False)
+    return dict(stored.values_list("logical_id", "organization_id"))
+
+
+def _patient_missing(row: Resource) -> None:
+    awaiting = _awaiting_patients.get()
+    if awaiting is None:
+        raise patient_not_writable(row.resource_type, row.patient_id)
+    awaiting.append(row)
+
+
+@contextmanager
+def patients_settled_at_end() -> Iterator[None]:
+    """Let a transaction Bundle write records before the Patient they belong to (a PUT comes
+    after the POSTs); at its end every such patient must exist, and owns those records."""
+    token = _awaiting_patients.set([])
+    try:
+        yield
+        awaiting = _awaiting_patients.get()
+    finally:
+        _awaiting_patients.reset(token)
+    owners = _stored_patient_owners({row.patient_id for row in awaiting})
+    for row in awaiting:
+        if row.patient_id not in owners:
+            _patient_missing(row)
+        if row.organization_id != owners[row.patient_id]:
+            row.organization_id = owners[row.patient_id]
+            Resource.objects.filter(pk=row.pk).update(organization_id=row.organization_id)
 
 
 def compartment_patient(resource_type: str, values: IndexValues) -> str | None:
     """The Patient whose compartment holds a resource (official R4 compartment definition)."""
-    codes = patient_compartment(resource_type)
+    patients = {}
     for reference in values.references:
-        if reference.param in codes and reference.target_type == "Patient" and reference.target_id:
-            return reference.target_id
-    return None
+        if reference.target_type == "Patient" and reference.target_id:
+            patients.setdefault(reference.param, reference.target_id)
+    # The definition's order of parameters decides (subject before performer): a secondary
+    # Patient reference never takes a record out of its subject's compartment.
+    return next((patients[code] for code in patient_compartment(resource_type) if code in patients), None)
 
 
 def mark_deleted(row: Resource, now: datetime | None = None) -> Resource:
+    refuse_server_written(row.resource_type)
     row.version_id += 1
     row.last_updated = now or timezone.now()
     row.deleted = True
@@ -196,6 +247,6 @@ def clear_indexes(resource_pks: list[int]) -> None:
 
 def _store_versions(rows: list[Resource], methods: list[str]) -> None:
     copy_rows(ResourceVersion, ["resource_id", "resource_type", "logical_id", "version_id", "last_updated",
-                                "deleted", "method", "text"],
+                                "deleted", "method", "text", "patient_id", "organization_id"],
               ((row.pk, row.resource_type, row.logical_id, row.version_id, row.last_updated, row.deleted,
-                method, row.text) for row, method in zip(rows, methods)))
+                method, row.text, row.patient_id, row.organization_id) for row, method in zip(rows, methods)))

@@ -21,7 +21,9 @@ def parse_related(body: bytes, content_type: str) -> Iterator[tuple[dict[str, st
     boundary = params.get("boundary")
     if main != "multipart/related" or not boundary:
         raise DicomwebError(415, 'Send multipart/related; type="application/dicom" with a boundary')
-    delimiter = b"--" + boundary.encode("latin-1")
+    if len(boundary) > 70 or not boundary.isascii():  # RFC 2046 5.1.1: 1 to 70 ASCII characters
+        raise DicomwebError(400, "The multipart boundary must be 1 to 70 ASCII characters")
+    delimiter = b"--" + boundary.encode("ascii")
     start = body.find(delimiter)
     if start < 0:
         raise DicomwebError(400, "The multipart body has no boundary delimiter")

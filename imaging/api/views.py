@@ -7,11 +7,14 @@ audits and turns errors into JSON. Access follows the FHIR rules on ImagingStudy
 
 from __future__ import annotations
 
+import functools
 import json
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from ehr.api.http import access_context
+from ehr.fhir import FhirError
 from imaging import dicomjson, pixels, selectors, services
 from imaging.access import study_check_row, study_check_type, study_note_consents, study_visible
 from imaging.blobs import blob_get
@@ -27,6 +30,7 @@ from .http import DICOM_JSON, DicomwebError, allow, dicomweb_endpoint
 from .multipart import media_type, parse_related, related_body
 
 EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
+NO_SUCH_STUDY = "No such study"
 
 
 def base_url(request: HttpRequest) -> str:
@@ -101,7 +105,9 @@ def frames(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str, 
         body, content_type = related_body(((part_type, part) for part in parts), compressed)
     else:
         _require(wanted, "application/octet-stream")
-        parts = _frames(pixels.frames_decoded, data, numbers)
+        parts = _frames(functools.partial(pixels.frames_decoded,
+                                          max_instance_bytes=settings.DICOM_MAX_PIXEL_BYTES_PER_INSTANCE,
+                                          max_bytes=settings.DICOM_MAX_PIXEL_BYTES_PER_REQUEST), data, numbers)
         part_type = f"application/octet-stream; transfer-syntax={EXPLICIT_LITTLE}"
         body, content_type = related_body(((part_type, part) for part in parts), "application/octet-stream")
     return HttpResponse(b"".join(body), content_type=content_type)
@@ -122,9 +128,10 @@ def rendered(request: HttpRequest, study_uid: str, series_uid: str, sop_uid: str
     _, instances = _readable(request, study_uid, series_uid, sop_uid)
     quality = _integer(request.GET.get("quality", "90"), "quality", 1, 100)
     try:
-        image = pixels.render(blob_get(key=instances[0].storage_key), numbers[0], kind, quality=quality)
+        image = pixels.render(blob_get(key=instances[0].storage_key), numbers[0], kind, quality=quality,
+                              max_instance_bytes=settings.DICOM_MAX_PIXEL_BYTES_PER_INSTANCE)
     except pixels.FrameError as error:
-        raise DicomwebError(404 if "outside" in str(error) else 406, str(error)) from None
+        raise _frame_error(error) from None
     return HttpResponse(image, content_type=kind)
 
 
@@ -159,7 +166,9 @@ def _stow(request: HttpRequest, study_uid: str | None) -> HttpResponse:
 def _store_parts(parts, study_uid: str | None, organization_id: str) -> list:
     """Read every part, then store the readable ones together; outcomes or refusals in order."""
     read: list = []
-    for headers, data in parts:
+    for count, (headers, data) in enumerate(parts, 1):
+        if count > settings.DICOMWEB_MAX_INSTANCES_PER_REQUEST:
+            raise DicomwebError(413, f"At most {settings.DICOMWEB_MAX_INSTANCES_PER_REQUEST} instances per request")
         part_type = media_type(headers.get("content-type", "application/dicom"))[0]
         if part_type != "application/dicom":
             raise DicomwebError(415, f"Unsupported part media type '{part_type}'")
@@ -173,9 +182,21 @@ def _store_parts(parts, study_uid: str | None, organization_id: str) -> list:
         except InstanceRefused as error:
             read.append(error)
     accepted = [item for item in read if not isinstance(item, InstanceRefused)]
+    _check_request_pixels(accepted)
     stored = iter(services.instances_store(incoming=accepted, organization_id=organization_id, sync_fhir=True)
                   if accepted else [])
     return [item if isinstance(item, InstanceRefused) else next(stored) for item in read]
+
+
+def _check_request_pixels(accepted: list) -> None:
+    """413 for a request whose instances declare more decoded pixels than a request may.
+
+    Instances above the per-instance limit are not counted: they are refused (0xA700) anyway.
+    """
+    limit = settings.DICOM_MAX_PIXEL_BYTES_PER_INSTANCE
+    total = sum(size for size in (item.pixel_bytes() for item in accepted) if size <= limit)
+    if total > settings.DICOM_MAX_PIXEL_BYTES_PER_REQUEST:
+        raise DicomwebError(413, "The instances of this request declare more pixel data than a request may hold")
 
 
 def _audit_target(request: HttpRequest, studies_seen: list) -> None:
@@ -273,19 +294,46 @@ def _integer(value: str, name: str, low: int, high: int) -> int:
 
 def _readable(request: HttpRequest, study_uid: str, series_uid: str | None = None,
               sop_uid: str | None = None) -> tuple:
-    """The study (checked against the caller's access) and the instances the URL names."""
+    """The study (checked against the caller's access) and the instances the URL names.
+
+    A study the caller may not see answers exactly as one that does not exist (404): a 403
+    would tell another hospital which UIDs are stored here. Its audit entry still names it.
+    UIDs are per organization, so the URL may name several copies of a study: the answer
+    comes from one of them, the first the caller may see that holds what the URL names, in
+    the order of ``selectors.studies_by_uid`` (the caller's own copy, then the oldest).
+    Copies are never mixed in one answer: a SOP Instance UID comes back once.
+    """
     ctx = access_context(request)
     study_check_type(ctx, "read")
-    row = selectors.study_by_uid(study_uid=study_uid)
-    if row is None:
-        raise DicomwebError(404, "No such study")
+    rows = selectors.studies_by_uid(study_uid=study_uid, organization_id=ctx.organization_id)
+    if not rows:
+        raise DicomwebError(404, NO_SUCH_STUDY)
+    _audit_read(request, rows[0])  # a refused read names the study it was refused
+    seen = False
+    for row in rows:
+        instances = list(selectors.instances_of(study=row, series_uid=series_uid, sop_uid=sop_uid))
+        if (instances or not seen) and _may_read(ctx, row):
+            _audit_read(request, row)
+            if instances:
+                return row, instances
+            seen = True
+    raise DicomwebError(404, "No such series or instance in this study" if seen else NO_SUCH_STUDY)
+
+
+def _may_read(ctx, row: Study) -> bool:
+    """Whether the caller may read this study; a refusal (403) is only ever told as a 404."""
+    try:
+        study_check_row(ctx, row, "read")
+    except FhirError as error:
+        if error.status != 403:
+            raise
+        return False
+    return True
+
+
+def _audit_read(request: HttpRequest, row: Study) -> None:
     request.access.resource = f"ImagingStudy/{row.fhir_id}"
     request.access.patient_id = row.patient_id
-    study_check_row(ctx, row, "read")
-    instances = list(selectors.instances_of(study=row, series_uid=series_uid, sop_uid=sop_uid))
-    if not instances:
-        raise DicomwebError(404, "No such series or instance in this study")
-    return row, instances
 
 
 def _retrieve(request: HttpRequest, study_uid: str, series_uid: str | None = None,
@@ -334,6 +382,8 @@ def _frame_numbers(frame_list: str) -> list[int]:
         raise DicomwebError(400, "Frame numbers must be integers separated by commas") from None
     if not numbers:
         raise DicomwebError(400, "No frame number given")
+    if len(set(numbers)) != len(numbers):  # each repeat would be copied (or decoded) again
+        raise DicomwebError(400, "A frame number is repeated")
     return numbers
 
 
@@ -341,4 +391,11 @@ def _frames(read, data: bytes, numbers: list[int]) -> list[bytes]:
     try:
         return read(data, numbers)
     except pixels.FrameError as error:
-        raise DicomwebError(404 if "outside" in str(error) else 406, str(error)) from None
+        raise _frame_error(error) from None
+
+
+def _frame_error(error: "pixels.FrameError") -> DicomwebError:
+    """404 for a frame outside the instance, 413 for pixels above the limits, else 406."""
+    if isinstance(error, pixels.FrameTooLarge):
+        return DicomwebError(413, str(error))
+    return DicomwebError(404 if "outside" in str(error) else 406, str(error))

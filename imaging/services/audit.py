@@ -6,18 +6,23 @@ from django.conf import settings
 from django.utils import timezone
 
 from imaging.models import Study
-from ledger.audit import audit_append, audit_event_balp
+from ledger.audit import DEVICE_AGENT_PREFIX, audit_append, audit_event_balp
 
 
 def dimse_store_audit(*, calling_ae: str, study: Study | None, outcome: str,
                       description: str | None = None, peer: str | None = None) -> None:
-    """One audit entry for a C-STORE, in the caller's transaction (agent = calling AE title)."""
+    """One audit entry for a C-STORE, in the caller's transaction (agent = the calling AE, a device).
+
+    The agent is ``urn:dicom:ae:<AE title>``, never the bare title: an AE titled like a user
+    (``demo``) must not be recorded as that user, nor show up in that user's own entries.
+    """
     now = timezone.now()
+    agent = f"{DEVICE_AGENT_PREFIX}{calling_ae}"
     event = audit_event_balp(
-        interaction="create", agent=calling_ae, outcome=outcome, recorded=now,
+        interaction="create", agent=agent, outcome=outcome, recorded=now, device=True,
         observer=settings.NODE_NAME, resource=f"ImagingStudy/{study.fhir_id}" if study else None,
         patient=study.patient_id if study else None, client=peer,
         outcome_description=description,
     )
-    audit_append(event=event, patient_id=study.patient_id if study else None, agent=calling_ae,
+    audit_append(event=event, patient_id=study.patient_id if study else None, agent=agent,
                  outcome=outcome, recorded=now)

@@ -58,7 +58,7 @@ def instance_deidentify(*, instance_id: int) -> Instance | None:
     ``deid_error`` (no copy), not retried.
     """
     try:
-        from imaging.dicom import DicomRefused, deidentify_bytes
+        from imaging.dicom import DeidOptions, DicomRefused, deidentify_bytes
     except ImportError as error:
         raise DeidentificationUnavailable(str(error)) from None
     with transaction.atomic():
@@ -66,7 +66,8 @@ def instance_deidentify(*, instance_id: int) -> Instance | None:
         if instance is None or instance.deid_storage_key:
             return instance
         try:
-            copy = deidentify_bytes(blob_get(key=instance.storage_key), key=settings.DEID_SECRET.encode())
+            copy = deidentify_bytes(blob_get(key=instance.storage_key), key=settings.DEID_SECRET.encode(),
+                                    options=DeidOptions(max_pixel_bytes=settings.DICOM_MAX_PIXEL_BYTES_PER_INSTANCE))
         except DicomRefused as error:
             instance.deid_error = str(error)[:300] or type(error).__name__
             instance.save(update_fields=["deid_error"])

@@ -18,7 +18,7 @@ from ehr.services.storage import Pending, insert_new
 from imaging import fhirmap
 from imaging.models import Instance, Series, Study
 
-from .locks import advisory_locks
+from .locks import advisory_locks, study_lock
 
 
 def study_sync_fhir(*, study_ids: list[int] | set[int]) -> list[Resource]:
@@ -29,8 +29,8 @@ def study_sync_fhir(*, study_ids: list[int] | set[int]) -> list[Resource]:
     """
     with transaction.atomic(savepoint=False):
         # The same per-study locks as instances_store: a sync never reads a study mid-store.
-        uids = Study.objects.filter(pk__in=list(study_ids)).values_list("study_instance_uid", flat=True)
-        advisory_locks([f"imaging-study:{uid}" for uid in uids])
+        owned = Study.objects.filter(pk__in=list(study_ids)).values_list("organization_id", "study_instance_uid")
+        advisory_locks([study_lock(organization_id, uid) for organization_id, uid in owned])
         studies = list(Study.objects.filter(pk__in=list(study_ids)).order_by("pk"))
         written = imaging_studies_write(studies, new=set())
         Study.objects.filter(pk__in=[study.pk for study in studies]).update(fhir_stale=False)
@@ -103,10 +103,13 @@ def _endpoint_ensure(organization_id: str) -> str:
     logical_id = fhirmap.endpoint_id(organization_id)
     if logical_id in _ENDPOINTS_SEEN:
         return logical_id
-    if Resource.objects.filter(resource_type="Endpoint", logical_id=logical_id).exists():
+    if Resource.objects.filter(resource_type="Endpoint", logical_id=logical_id, organization_id=organization_id,
+                               deleted=False).exists():
         _ENDPOINTS_SEEN.add(logical_id)
-    else:
+    else:  # missing, or a squatter's from before these ids were reserved: the server's own replaces it
         resource = fhirmap.endpoint_resource(logical_id=logical_id, address=settings.DICOMWEB_BASE_URL)
-        resource_update(resource_type="Endpoint", logical_id=logical_id, text=json.dumps(resource),
-                        organization_id=organization_id)
+        written = resource_update(resource_type="Endpoint", logical_id=logical_id, text=json.dumps(resource),
+                                  organization_id=organization_id).resource
+        Resource.objects.filter(pk=written.pk).exclude(organization_id=organization_id).update(
+            organization_id=organization_id)
     return logical_id

@@ -1,7 +1,10 @@
 """Store instances: rows and files in one transaction, serialized per SOP Instance UID.
 
-The same UID stored twice is either the same content (nothing changes) or a reported
-conflict; a refused instance leaves no row and no file.
+The same UID stored twice by one organization is either the same content (nothing changes)
+or a reported conflict; a refused instance leaves no row and no file. UIDs are per
+organization: every lookup, lock and file key here is the sender's, so a UID another
+hospital holds is stored as a fresh one (its own study, series, Patient and file), with the
+same answer, and the other hospital's rows and files are never read, touched or hinted at.
 
 A request costs two round trips to PostgreSQL for its rows, whatever its size: one that
 takes the advisory locks and then reads what is already stored (instances, studies,
@@ -29,7 +32,7 @@ from imaging.blobs import PendingWrites, instance_key
 from imaging.models import Instance, Series, Study
 from imaging.reading import (
     DUPLICATE_SOP_INSTANCE,
-    NOT_AUTHORIZED,
+    OUT_OF_RESOURCES,
     PROCESSING_FAILURE,
     IncomingInstance,
     InstanceRefused,
@@ -38,6 +41,7 @@ from imaging.reading import (
 
 from .deid import deidentify_queue
 from .fhir import imaging_studies_write
+from .locks import sop_lock, study_lock
 
 STORED = "stored"
 ALREADY_STORED = "already-stored"  # same UID, same content: nothing written
@@ -74,7 +78,7 @@ def instances_store(*, incoming: list[IncomingInstance], organization_id: str,
     transaction; without it (DIMSE) those studies are marked stale for ``study_sync_fhir``.
     De-identified copies are queued after commit when ``IMAGING_DEIDENTIFY_ON_INGEST`` is on.
     """
-    results: list = [None] * len(incoming)
+    results: list = [_oversized(item) for item in incoming]
     if not incoming:
         return results
     # No savepoint: refusals are decided before writing, anything else fails the caller's transaction.
@@ -90,8 +94,9 @@ def instances_store(*, incoming: list[IncomingInstance], organization_id: str,
             else:
                 results[index] = refusal
         # The files are written and fsynced while the rows are: both are done before commit.
-        files = PendingWrites([(instance_key(incoming[index].study_instance_uid, incoming[index].sop_instance_uid),
-                                incoming[index].data) for index in accepted])
+        files = PendingWrites([(instance_key(organization_id, incoming[index].study_instance_uid,
+                                             incoming[index].sop_instance_uid), incoming[index].data)
+                               for index in accepted])
         try:
             created = plan.write([incoming[index] for index in accepted])
             touched = {row.study_id: row.study for row in created}
@@ -126,25 +131,33 @@ class _Stored:
 
 
 def _read_stored(incoming: list[IncomingInstance], organization_id: str) -> _Stored:
-    """Lock the request's UIDs, then read what is stored under them, in one round trip."""
+    """Lock the request's UIDs, then read what the organization stored under them, in one round trip.
+
+    Locks and lookups are the organization's own: another hospital storing the same UIDs
+    neither waits for this request nor is seen by it.
+    """
     firsts: dict[str, IncomingInstance] = {}
     for item in incoming:
         firsts.setdefault(item.study_instance_uid, item)
     patient_keys = {uid: _patient_key(item, organization_id) for uid, item in firsts.items()}
     sop_uids = sorted({item.sop_instance_uid for item in incoming})
     series_uids = sorted({item.series_instance_uid for item in incoming})
-    keys = [f"imaging-sop:{uid}" for uid in sop_uids] + [f"imaging-study:{uid}" for uid in firsts]
+    keys = [sop_lock(organization_id, uid) for uid in sop_uids] + [study_lock(organization_id, uid) for uid in firsts]
     patients_sql, patients_params = _patients_query(set(patient_keys.values()), organization_id)
     # Lists travel as JSON texts: psycopg quotes a text[] element by element in Python.
     statements = [
         (_LOCKS, [_json(keys)]),
         (f"SELECT {_columns(Instance, 'i')}, {_columns(Study, 's')}, se.series_instance_uid "
          f"FROM imaging_instance i JOIN imaging_study s ON s.id = i.study_id "
-         f"JOIN imaging_series se ON se.id = i.series_id WHERE i.sop_instance_uid IN {_ELEMENTS}", [_json(sop_uids)]),
-        (f"SELECT {_columns(Study, 's')} FROM imaging_study s WHERE s.study_instance_uid IN {_ELEMENTS}",
-         [_json(list(firsts))]),
-        (f"SELECT {_columns(Series, 'se')} FROM imaging_series se WHERE se.series_instance_uid IN {_ELEMENTS}",
-         [_json(series_uids)]),
+         f"JOIN imaging_series se ON se.id = i.series_id "
+         f"WHERE i.organization_id = %s AND i.sop_instance_uid IN {_ELEMENTS}",
+         [organization_id, _json(sop_uids)]),
+        (f"SELECT {_columns(Study, 's')} FROM imaging_study s "
+         f"WHERE s.organization_id = %s AND s.study_instance_uid IN {_ELEMENTS}",
+         [organization_id, _json(list(firsts))]),
+        (f"SELECT {_columns(Series, 'se')} FROM imaging_series se "
+         f"WHERE se.organization_id = %s AND se.series_instance_uid IN {_ELEMENTS}",
+         [organization_id, _json(series_uids)]),
         (patients_sql, patients_params),
         ("SELECT 's', nextval(pg_get_serial_sequence('imaging_study', 'id')) FROM generate_series(1, %s) "
          "UNION ALL SELECT 'e', nextval(pg_get_serial_sequence('imaging_series', 'id')) FROM generate_series(1, %s) "
@@ -250,9 +263,7 @@ class _Plan:
         study_uid, series_uid = item.study_instance_uid, item.series_instance_uid
         study = self.studies.get(study_uid)
         reason = None
-        if study is not None and study.organization_id != self.organization_id:
-            reason = InstanceRefused(NOT_AUTHORIZED, "The study belongs to another organization")
-        elif series_uid in self.series:
+        if series_uid in self.series:
             if study is None or self.series[series_uid].study_id != study.pk:
                 reason = InstanceRefused(PROCESSING_FAILURE, "The series is stored under another study")
         elif series_uid in self.new_series and self.new_series[series_uid][0] != study_uid:
@@ -286,7 +297,8 @@ class _Plan:
         new_pks = {row.pk for row in self.new_studies}
         for uid, (study_uid, item) in self.new_series.items():
             study = self.studies[study_uid]
-            row = Series(pk=ids[Series].pop(0), study=study, series_instance_uid=uid, created=self.now,
+            row = Series(pk=ids[Series].pop(0), study=study, organization_id=study.organization_id,
+                         series_instance_uid=uid, created=self.now,
                          modality=item.text("Modality", 16), series_number=item.integer("SeriesNumber"),
                          series_description=item.text("SeriesDescription"),
                          attributes=item.attributes(dicomjson.SERIES_TAGS))
@@ -403,10 +415,12 @@ def _resolve_existing(incoming: list[IncomingInstance], organization_id: str, re
     first_in_batch: dict[str, int] = {}
     fresh = []
     for index, item in enumerate(incoming):
+        if results[index] is not None:  # refused before any lookup (``_oversized``)
+            continue
         row = stored.get(item.sop_instance_uid)
         earlier = first_in_batch.setdefault(item.sop_instance_uid, index)
         if row is not None:
-            results[index] = _existing_outcome(row, item, organization_id)
+            results[index] = _existing_outcome(row, item)
         elif earlier != index:
             results[index] = _RepeatOf(earlier, incoming[earlier].content_sha256 == item.content_sha256, item)
         else:
@@ -430,10 +444,20 @@ class _RepeatOf:
         return StoreOutcome(first.instance, ALREADY_STORED) if isinstance(first, StoreOutcome) else first
 
 
-def _existing_outcome(row: Instance, item: IncomingInstance, organization_id: str):
-    if row.study.organization_id != organization_id:
-        return InstanceRefused(NOT_AUTHORIZED, "The study belongs to another organization",
-                               sop_class_uid=item.sop_class_uid, sop_instance_uid=item.sop_instance_uid)
+def _oversized(item: IncomingInstance) -> InstanceRefused | None:
+    """Refuse a decompression bomb: pixels declared above ``DICOM_MAX_PIXEL_BYTES_PER_INSTANCE``.
+
+    Every reader of a stored instance (rendering, frames, de-identification) decodes what the
+    header declares, so a few kilobytes declaring gigabytes are refused here, before storing.
+    """
+    if item.pixel_bytes() <= settings.DICOM_MAX_PIXEL_BYTES_PER_INSTANCE:
+        return None
+    return InstanceRefused(OUT_OF_RESOURCES, "The decoded pixel data would exceed this node's limit per instance",
+                           sop_class_uid=item.sop_class_uid, sop_instance_uid=item.sop_instance_uid)
+
+
+def _existing_outcome(row: Instance, item: IncomingInstance):
+    """The organization's own instance under this UID: the same bytes, or a conflict."""
     return StoreOutcome(row, ALREADY_STORED if row.content_sha256 == item.content_sha256 else CONFLICT)
 
 
@@ -468,13 +492,13 @@ def _patient_create(item: IncomingInstance, key: tuple[str, str], organization_i
 
 def _instance_row(study: Study, series: Series, item: IncomingInstance) -> Instance:
     return Instance(
-        study=study, series=series, sop_instance_uid=item.sop_instance_uid,
+        study=study, series=series, organization_id=study.organization_id, sop_instance_uid=item.sop_instance_uid,
         sop_class_uid=item.sop_class_uid, transfer_syntax_uid=item.transfer_syntax_uid,
         instance_number=item.integer("InstanceNumber"),
         number_of_frames=max(1, item.integer("NumberOfFrames") or 1),
         rows=item.integer("Rows"), columns=item.integer("Columns"),
         content_sha256=item.content_sha256, size=len(item.data),
-        storage_key=instance_key(study.study_instance_uid, item.sop_instance_uid),
+        storage_key=instance_key(study.organization_id, study.study_instance_uid, item.sop_instance_uid),
         attributes=item.attributes(dicomjson.INSTANCE_LEVEL_TAGS),
     )
 

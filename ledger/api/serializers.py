@@ -21,8 +21,9 @@ class ProofEntrySerializer(serializers.Serializer):
     seq = serializers.IntegerField()
     event = serializers.CharField(required=False, help_text="canonical AuditEvent JSON, only with the salt")
     leaf_hash = serializers.CharField()
-    prev_hash = serializers.CharField()
-    entry_hash = serializers.CharField()
+    prev_hash = serializers.CharField(required=False, help_text="hash version 2 only, with entry_hash")
+    entry_hash = serializers.CharField(
+        required=False, help_text="SHA-256(0x02 || prev_hash || seq || leaf_hash); hash version 2 only")
 
 
 class ProofMerkleSerializer(serializers.Serializer):
@@ -48,7 +49,7 @@ class AuditProofSerializer(serializers.Serializer):
 
     version = serializers.IntegerField()
     entry = ProofEntrySerializer()
-    salt = serializers.CharField(required=False, help_text="hex, only to callers allowed the entry")
+    salt = serializers.CharField(required=False, help_text="hex; absent once erased")
     merkle = ProofMerkleSerializer()
     anchor = ProofAnchorSerializer()
 

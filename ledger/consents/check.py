@@ -5,6 +5,11 @@ research exports (HRESCH) and AI training inclusion. It reads only the PostgreSQ
 a token counts while it is *active* (grant confirmed on chain, not revoked) and the moment
 lies in its period, and no deny of the patient covers the grantee, purpose and moment.
 Fail closed: no token, a pending grant, a revoked or expired token all answer no.
+
+Only the patient's own hospital's records (the patient's own Consents among them) define the
+patient's consent: a token counts only while the Consent it came from belongs to the
+organization that manages the patient now. A Consent another hospital wrote for the same
+patient id (planted before the patient was registered, say) never opens anything.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
+from ehr.models import Resource
 from ledger.models import ConsentDeny, ConsentToken
 
 # The hot path (every read of another hospital's record): one statement, no ORM building.
@@ -23,6 +29,10 @@ SELECT t.token_id FROM ledger_consenttoken t
 WHERE t.status = 'active' AND t.grantee = %(grantee)s AND t.purpose = %(purpose)s
   AND t.patient_id = %(patient)s
   AND (t.valid_from IS NULL OR t.valid_from <= %(at)s) AND (t.valid_until IS NULL OR t.valid_until > %(at)s)
+  AND EXISTS (
+    SELECT 1 FROM ehr_resource c JOIN ehr_resource p
+      ON p.resource_type = 'Patient' AND p.logical_id = t.patient_id AND NOT p.deleted
+    WHERE c.resource_type = 'Consent' AND c.logical_id = t.consent_id AND c.organization_id = p.organization_id)
   AND NOT EXISTS (
     SELECT 1 FROM ledger_consentdeny d
     WHERE d.patient_id = %(patient)s AND (d.grantee IS NULL OR d.grantee = %(grantee)s)
@@ -62,8 +72,17 @@ def _active_tokens(grantee: str, purpose: str, moment: datetime) -> QuerySet:
     return ConsentToken.objects.filter(
         Q(valid_from__isnull=True) | Q(valid_from__lte=moment),
         Q(valid_until__isnull=True) | Q(valid_until__gt=moment),
+        Exists(_consent_of_patients_hospital()),
         status=ConsentToken.ACTIVE, grantee=grantee, purpose=purpose,
     )
+
+
+def _consent_of_patients_hospital() -> QuerySet:
+    """The token's Consent, if it belongs to the organization managing the token's patient."""
+    owner = Resource.objects.filter(resource_type="Patient", logical_id=OuterRef(OuterRef("patient_id")),
+                                    deleted=False).values("organization_id")[:1]
+    return Resource.objects.filter(resource_type="Consent", logical_id=OuterRef("consent_id"),
+                                   organization_id=Subquery(owner))
 
 
 def _denies(grantee: str, purpose: str, moment: datetime) -> QuerySet:

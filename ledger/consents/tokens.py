@@ -70,7 +70,11 @@ def _refresh_patient(patient_id: str) -> None:
 
 def _current_rules(patient_id: str) -> tuple[list[_Permit], list[ConsentDeny]]:
     permits, denies = [], []
-    consents = (Resource.objects.filter(resource_type="Consent", patient_id=patient_id, deleted=False)
+    # Only the patient's hospital's Consents count (ledger.consents.check says why).
+    owner = (Resource.objects.filter(resource_type="Patient", logical_id=patient_id, deleted=False)
+             .values_list("organization_id", flat=True).first())
+    consents = (Resource.objects.filter(resource_type="Consent", patient_id=patient_id, deleted=False,
+                                        organization_id=owner)
                 .values_list("logical_id", "version_id", "text", "organization_id"))
     for consent_id, version, text, organization_id in consents:
         for rule in consent_rules(fhirjson.loads(text)):

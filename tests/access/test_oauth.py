@@ -18,6 +18,7 @@ from ehr.models import AccessProfile, Role
 
 pytestmark = pytest.mark.django_db
 REDIRECT = "https://app.example/callback"
+AUD = "http://testserver/fhir"  # SMART: the FHIR base URL the token is for
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ def pkce() -> tuple[str, str]:
 
 def authorize(client, app, challenge: str | None, scope: str = "launch/patient patient/*.rs"):
     query = {"response_type": "code", "client_id": app.client_id, "redirect_uri": REDIRECT,
-             "scope": scope, "state": "s1"}
+             "scope": scope, "state": "s1", "aud": AUD}
     if challenge:
         query |= {"code_challenge": challenge, "code_challenge_method": "S256"}
     return client.post("/o/authorize/", {**query, "allow": "Authorize"})
@@ -106,7 +107,7 @@ def test_authorization_code_with_pkce_end_to_end(client, smart_app, patient_user
     client.force_login(patient_user)
 
     page = client.get("/o/authorize/", {"response_type": "code", "client_id": smart_app.client_id,
-                                        "redirect_uri": REDIRECT, "scope": "patient/*.rs",
+                                        "redirect_uri": REDIRECT, "scope": "patient/*.rs", "aud": AUD,
                                         "code_challenge": challenge, "code_challenge_method": "S256"})
     answer = authorize(client, smart_app, challenge)
     params = parse_qs(urlparse(answer["Location"]).query)
@@ -218,6 +219,7 @@ def test_smart_configuration(client, db, path):
     assert body["token_endpoint"] == "http://testserver/o/token/"
     assert body["issuer"] == "http://testserver"
     assert body["grant_types_supported"] == ["authorization_code", "client_credentials"]
+    assert "openid" not in body["scopes_supported"]  # OpenID Connect is off
     assert body["code_challenge_methods_supported"] == ["S256"]
     assert body["response_types_supported"] == ["code"]
     assert "client_secret_basic" in body["token_endpoint_auth_methods_supported"]

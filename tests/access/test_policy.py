@@ -26,6 +26,8 @@ pytestmark = pytest.mark.django_db
 A, B = "hosp-a", "hosp-b"
 INTERACTIONS = ("read", "vread", "search", "history", "create", "update", "patch", "delete", "everything")
 WRITES = ("create", "update", "patch", "delete")
+# How another hospital's patient's records answer each interaction (reads, patch, delete: as unknown).
+HIDDEN_AS = {"create": "processing", "update": "forbidden"}
 
 
 @dataclass
@@ -101,11 +103,17 @@ def snapshot() -> tuple:
             sorted(Resource.objects.values_list("logical_id", "version_id", "deleted")))
 
 
-def assert_denied(response, before: tuple) -> None:
-    assert response.status_code == 403, response.content
+# How a refusal answers, so that it tells nothing another hospital may not know: a resource the
+# caller may not see answers as an unknown id (404); a record written for another hospital's
+# patient as one for a patient that does not exist (422); anything else is 403.
+REFUSALS = {"forbidden": 403, "not-found": 404, "processing": 422}
+
+
+def assert_denied(response, before: tuple, *, as_if: str = "forbidden") -> None:
+    assert response.status_code == REFUSALS[as_if], response.content
     body = response.json()
     assert body["resourceType"] == "OperationOutcome"
-    assert body["issue"][0]["code"] == "forbidden"
+    assert body["issue"][0]["code"] == as_if
     assert snapshot() == before
     assert AuditEntry.objects.order_by("-id").first().outcome == "4"
 
@@ -141,7 +149,7 @@ def test_care_roles_are_refused_another_hospitals_patient(as_role, world, role, 
         assert response.status_code == 200 and response.json()["total"] == 0
         assert "entry" not in response.json() or response.json()["entry"] == []
     else:
-        assert_denied(response, before)
+        assert_denied(response, before, as_if=HIDDEN_AS.get(interaction, "not-found"))
 
 
 def test_a_clinician_cannot_file_a_record_into_another_hospitals_patient_by_update(as_role, world):
@@ -151,7 +159,7 @@ def test_a_clinician_cannot_file_a_record_into_another_hospitals_patient_by_upda
     response = fhir.put(f"/fhir/Observation/{world.obs_a}",
                         {**observation(f"Patient/{world.patient_b}"), "id": world.obs_a})
 
-    assert_denied(response, before)
+    assert_denied(response, before, as_if="processing")
 
 
 def test_a_clinician_cannot_create_a_patient_managed_by_another_hospital(as_role):
@@ -182,7 +190,7 @@ def test_a_patient_is_refused_other_records_and_all_writes(as_role, world, inter
     if interaction == "search":
         assert response.status_code == 200 and response.json()["total"] == 0
     else:
-        assert_denied(response, before)
+        assert_denied(response, before, as_if="forbidden" if interaction in WRITES else "not-found")
 
 
 @pytest.mark.parametrize("interaction", WRITES)
@@ -219,7 +227,7 @@ def test_a_transaction_entry_outside_the_rules_refuses_the_whole_bundle(as_role,
 
     response = fhir.post("/fhir", bundle)
 
-    assert_denied(response, before)
+    assert_denied(response, before, as_if="processing")
 
 
 def test_a_batch_entry_outside_the_rules_fails_alone(as_role, world):
@@ -232,7 +240,7 @@ def test_a_batch_entry_outside_the_rules_fails_alone(as_role, world):
     response = fhir.post("/fhir", bundle)
 
     statuses = [entry["response"]["status"] for entry in response.json()["entry"]]
-    assert statuses == ["403 Forbidden", "204 No Content"]
+    assert statuses == ["404 Not Found", "204 No Content"]
     assert not Resource.objects.get(logical_id=world.obs_b).deleted
 
 
@@ -358,7 +366,7 @@ def test_includes_and_revincludes_hide_what_the_caller_may_not_see(as_role, worl
 def test_everything_of_another_hospitals_patient_is_refused_not_emptied(as_role, world):
     before = snapshot()
 
-    assert_denied(as_role(Role.CLINICIAN).get(f"/fhir/Patient/{world.patient_b}/$everything"), before)
+    assert_denied(as_role(Role.CLINICIAN).get(f"/fhir/Patient/{world.patient_b}/$everything"), before, as_if="not-found")
 
 
 # --- AuditEvent -----------------------------------------------------------------------------
@@ -477,4 +485,4 @@ def test_patient_scopes_limit_a_clinician_token_to_a_patient_context(as_role, wo
     read = fhir.get(f"/fhir/Observation/{world.obs_a}")
 
     assert search.status_code == 200 and search.json()["total"] == 0
-    assert read.status_code == 403
+    assert read.status_code == 404

@@ -93,7 +93,7 @@ def test_grant_counts_only_once_confirmed_then_token_is_on_chain_with_its_fields
     grant(world)
     token = ConsentToken.objects.get()
     assert token.status == "pending"
-    assert read_as_b(world).status_code == 403  # not on chain yet
+    assert read_as_b(world).status_code == 404  # not on chain yet
 
     sync()
 
@@ -144,7 +144,7 @@ def test_revocation_denies_at_once_before_mining_then_reaches_chain(world):
                                         {**consent_body(world["patient"], status="inactive"), "id": consent["id"]})
 
     assert revoked.status_code == 200
-    assert read_as_b(world).status_code == 403  # same second, nothing mined
+    assert read_as_b(world).status_code == 404  # same second, nothing mined
     client = consent_client()
     assert client.call(artifact(), token.contract, "isActive", int(token.token_id, 16)) is True
     sync()
@@ -159,7 +159,7 @@ def test_deleting_the_consent_revokes_its_tokens(world):
 
     assert world["patient_user"].delete(f"/fhir/Consent/{consent['id']}").status_code == 204
 
-    assert read_as_b(world).status_code == 403
+    assert read_as_b(world).status_code == 404
     assert ConsentToken.objects.get().status == "revoked"
 
 
@@ -168,7 +168,7 @@ def test_expired_token_never_passes(world):
     sync()
 
     assert ConsentToken.objects.get().status == "active"
-    assert read_as_b(world).status_code == 403
+    assert read_as_b(world).status_code == 404
     token = ConsentToken.objects.get()
     assert consent_check(patient_id=world["patient"], grantee=f"Organization/{B}", purpose="TREAT",
                          at=token.valid_until - timedelta(days=1)) == token.token_id
@@ -186,7 +186,7 @@ def test_deny_overrides_permit_across_consents(world):
 
     deny = world["dpo"].create(consent_body(world["patient"], kind="deny"))
 
-    assert read_as_b(world).status_code == 403
+    assert read_as_b(world).status_code == 404
     assert ConsentToken.objects.get().status == "revoked"  # fully covered: revoked, not just hidden
     world["dpo"].delete(f"/fhir/Consent/{deny['id']}")
     sync()
@@ -201,7 +201,7 @@ def test_nested_deny_for_a_period_overrides_only_then(world):
     sync()
 
     assert ConsentToken.objects.get().status == "active"
-    assert read_as_b(world).status_code == 403
+    assert read_as_b(world).status_code == 404
     assert consent_check(patient_id=world["patient"], grantee=f"Organization/{B}", purpose="TREAT",
                          at=now + timedelta(hours=2)) is not None
 
@@ -210,7 +210,7 @@ def test_consent_for_one_purpose_does_not_open_another(world):
     grant(world, purpose="HRESCH")
     sync()
 
-    assert read_as_b(world).status_code == 403
+    assert read_as_b(world).status_code == 404
     assert consent_check(patient_id=world["patient"], grantee=f"Organization/{B}", purpose="HRESCH")
     assert consent_check(patient_id=world["patient"], grantee=f"Organization/{B}", purpose="TREAT") is None
 
@@ -219,7 +219,7 @@ def test_consent_for_one_hospital_does_not_open_another(world):
     grant(world)
     sync()
 
-    assert world["clinician_c"].get(f"/fhir/Patient/{world['patient']}").status_code == 403
+    assert world["clinician_c"].get(f"/fhir/Patient/{world['patient']}").status_code == 404
     searched = world["clinician_c"].get(f"/fhir/Observation?patient={world['patient']}").json()
     assert searched["total"] == 0
 
@@ -244,13 +244,17 @@ def test_search_and_everything_show_consented_patients_and_audit_the_token(world
 
 def test_consent_writers_by_role(world, client):
     body = consent_body(world["patient"])
+    signed = {**body, "performer": [{"reference": f"Patient/{world['patient']}"}],
+              "sourceAttachment": {"contentType": "application/pdf", "url": "https://forms.example/signed/1"}}
     assert world["patient_user"].post("/fhir/Consent", body).status_code == 201
-    assert world["dpo"].post("/fhir/Consent", body).status_code == 201
-    assert world["clinician_a"].post("/fhir/Consent", body).status_code == 201
+    assert world["dpo"].post("/fhir/Consent", body).status_code == 403  # never grants for the patient
+    assert world["dpo"].post("/fhir/Consent", consent_body(world["patient"], kind="deny")).status_code == 201
+    assert world["clinician_a"].post("/fhir/Consent", body).status_code == 422  # no signed form
+    assert world["clinician_a"].post("/fhir/Consent", signed).status_code == 201
     other = world["clinician_a"].create(patient("Other"))
-    assert world["patient_user"].post("/fhir/Consent", consent_body(other["id"])).status_code == 403
+    assert world["patient_user"].post("/fhir/Consent", consent_body(other["id"])).status_code == 422
     clinician_b = make_client(client, "clin-b-writer", Role.CLINICIAN, organization_id=B)
-    assert clinician_b.post("/fhir/Consent", body).status_code == 403
+    assert clinician_b.post("/fhir/Consent", body).status_code == 422  # as for an unknown patient
     researcher = make_client(client, "researcher", Role.RESEARCHER)
     assert researcher.post("/fhir/Consent", body).status_code == 403
     assert Resource.objects.filter(resource_type="Consent").count() == 3
@@ -286,8 +290,8 @@ def test_chain_down_grants_stay_pending_revocations_deny_and_both_reach_chain(wo
     report = consent_sync(client=consent_client())
 
     assert report.unavailable
-    assert read_as_b(world).status_code == 403
-    assert world["clinician_c"].get(f"/fhir/Patient/{world['patient']}").status_code == 403
+    assert read_as_b(world).status_code == 404
+    assert world["clinician_c"].get(f"/fhir/Patient/{world['patient']}").status_code == 404
     anvil_node.start()
     sync()
     old, new = ConsentToken.objects.order_by("pk")

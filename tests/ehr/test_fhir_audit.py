@@ -61,10 +61,20 @@ def test_a_write_names_the_patient_of_the_resource(fhir):
     assert f"Observation/{obs['id']}/_history/1" in entry.event
 
 
-def test_a_search_by_patient_names_the_patient(fhir):
+def test_a_search_names_the_patient_whose_records_it_returned(fhir):
+    owner = fhir.create(patient())
+    fhir.create(observation(f"Patient/{owner['id']}", code="1234"))
+    before = AuditEntry.objects.count()
+
+    fhir.get(f"/fhir/Observation?patient=Patient/{owner['id']}&code=1234")
+
+    assert AuditEntry.objects.order_by("id")[before:][0].patient_id == owner["id"]
+
+
+def test_an_empty_search_names_no_patient(fhir):
     fhir.get("/fhir/Observation?patient=Patient/abc&code=1234")
 
-    assert AuditEntry.objects.get().patient_id == "abc"
+    assert AuditEntry.objects.get().patient_id is None
 
 
 def test_refused_requests_are_audited_and_write_nothing_else(fhir, client):

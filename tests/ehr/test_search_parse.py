@@ -280,9 +280,14 @@ def test_unknown_parameter_in_strict_mode_is_an_error():
 
 
 def test_unsupported_parameter_types_are_treated_as_unknown():
-    query = parse("Observation", ("code-value-quantity", "x$5"), ("_has:Observation:patient:code", "1"))
+    query = parse("Observation", ("code-value-quantity", "x$5"), ("_text", "1"))
     assert query.criteria == []
     assert len(query.warnings) == 2
+
+
+def test_reverse_chaining_is_refused_not_ignored():
+    problem = error("Patient", ("_has:Observation:patient:code", "1234"))
+    assert (problem.code, problem.message) == ("not-supported", "search parameter '_has' is not supported")
 
 
 def test_unknown_resource_type():

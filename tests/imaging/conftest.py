@@ -101,13 +101,36 @@ def web(live_server, hospital_token) -> DICOMwebClient:
 @pytest.fixture
 def scp(transactional_db, settings):
     """The SCP in this process on a free loopback port; CALLING_AE belongs to HOSPITAL."""
-    settings.DICOM_AE_ORGANIZATIONS = {CALLING_AE: HOSPITAL}
+    yield from scp_serving(settings, {CALLING_AE: HOSPITAL})
+
+
+def scp_serving(settings, ae_organizations: dict[str, str]):
+    """Run the SCP on a free loopback port with this AE → organization map and no default."""
+    settings.DICOM_AE_ORGANIZATIONS = ae_organizations
     settings.DICOM_DEFAULT_ORGANIZATION = ""
     port = free_port()
     server = scp_start(address="127.0.0.1", port=port)
     server.port = port
     yield server
     server.shutdown()
+
+
+# STOW-RS response attributes: FailedSOPSequence, ReferencedSOPSequence, FailureReason.
+FAILED, REFERENCED, REASON = "00081198", "00081199", "00081197"
+
+
+def reasons(response) -> list[int]:
+    """The FailureReason of each failed instance of a STOW-RS response."""
+    return [item[REASON]["Value"][0] for item in response.json().get(FAILED, {}).get("Value", [])]
+
+
+def assert_nothing_stored(folder) -> None:
+    from ehr.models import Resource
+    from imaging.models import Instance, Series, Study
+
+    assert not Instance.objects.exists() and not Series.objects.exists() and not Study.objects.exists()
+    assert not Resource.objects.filter(resource_type__in=["Patient", "ImagingStudy"]).exists()
+    assert stored_files(folder) == []
 
 
 def wait_idle(server, timeout: float = 10.0) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.utils import timezone
 from pydicom.uid import generate_uid
 
-from ehr.models import Role
+from ehr.models import Resource, Role
 from imaging import services
 from imaging.models import Instance, Study
 from imaging.reading import instance_read
@@ -50,14 +51,14 @@ def last_audit() -> dict:
     return json.loads(AuditEntry.objects.order_by("-id").first().event)
 
 
-def stow(client, token: str | None, *parts: bytes, study_uid: str | None = None):
+def stow(client, token: str | None, *parts: bytes, study_uid: str | None = None, **extra):
     boundary = "b0undary"
     body = b"".join(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + part + b"\r\n"
                     for part in parts) + b"--" + boundary.encode() + b"--\r\n"
     path = "/dicomweb/studies" + (f"/{study_uid}" if study_uid else "")
     headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
     return client.post(path, body, content_type=f'multipart/related; type="application/dicom"; boundary={boundary}',
-                       **headers)
+                       **headers, **extra)
 
 
 def test_the_owning_integration_searches_and_reads_its_study(client, studies):
@@ -90,26 +91,26 @@ def test_another_organization_sees_nothing_and_is_refused_reads(client, studies)
 
     assert found.status_code == 200 and found.json() == []
     assert series.status_code == 200 and series.json() == []
-    assert read.status_code == 403 and metadata.status_code == 403
-    assert read.json() == {"errorMessage": f"ImagingStudy/{studies['a'].fhir_id} is outside this account's access",
-                           "status": 403}
+    assert read.status_code == 404 and metadata.status_code == 404  # as unknown: no existence oracle
+    assert read.json() == {"errorMessage": "No such study", "status": 404}
     assert AuditEntry.objects.count() == before + 4
     assert last_audit()["outcome"] == "4"
     assert last_audit()["subtype"][0]["code"] == "read"
 
 
-def test_another_organization_cannot_store_into_a_study_it_does_not_own(client, studies):
+def test_another_organization_stores_its_own_copy_never_into_the_study_it_does_not_own(client, studies):
     token = role_token("int-b", Role.INTEGRATION, organization=OTHER)
     new_instance = dicom_dataset(CT)  # a new instance of hospital A's study
     new_instance.SOPInstanceUID = new_instance.file_meta.MediaStorageSOPInstanceUID = generate_uid()
 
     response = stow(client, token, dicom_bytes(CT), encoded(new_instance))
 
-    assert response.status_code == 409
-    failed = response.json()["00081198"]["Value"]
-    assert [item["00081197"]["Value"] for item in failed] == [[0x0124], [0x0124]]
-    assert Instance.objects.count() == 2
+    assert response.status_code == 200 and "00081198" not in response.json()
+    theirs = Study.objects.get(study_instance_uid=studies["a"].study_instance_uid, organization_id=OTHER)
+    assert theirs.pk != studies["a"].pk and theirs.instances.count() == 2
+    assert Instance.objects.filter(study=studies["a"]).count() == 1  # hospital A's study is as it was
     assert last_audit()["subtype"][0]["code"] == "create"
+    assert {"reference": f"ImagingStudy/{theirs.fhir_id}"} in [e["what"] for e in last_audit()["entity"]]
 
 
 def test_a_patient_sees_their_own_study_and_nothing_else(client, studies):
@@ -122,7 +123,7 @@ def test_a_patient_sees_their_own_study_and_nothing_else(client, studies):
 
     assert [item["0020000D"]["Value"][0] for item in found.json()] == [studies["a"].study_instance_uid]
     assert own.status_code == 200
-    assert other.status_code == 403
+    assert other.status_code == 404
     assert stored.status_code == 403
     assert last_audit()["subtype"][0]["code"] == "create" and last_audit()["outcome"] == "4"
 
@@ -193,10 +194,12 @@ def test_a_clinician_may_break_the_glass_to_read_and_it_is_flagged(client, studi
 
     refused = call(client, "get", wado(studies["a"]), token)
     emergency = call(client, "get", wado(studies["a"]), token, HTTP_CARRACK_BREAK_GLASS="unconscious patient")
-    write = stow(client, token, dicom_bytes(CT))  # an emergency never opens writing
+    write = stow(client, token, dicom_bytes(CT))
 
-    assert refused.status_code == 403 and emergency.status_code == 200
-    assert write.status_code == 409  # hospital A's study: every instance refused 0x0124
+    assert refused.status_code == 404 and emergency.status_code == 200
+    assert write.status_code == 200  # not into hospital A's study: hospital B stored its own copy
+    assert Instance.objects.filter(study=studies["a"]).count() == 1
+    assert Study.objects.filter(study_instance_uid=studies["a"].study_instance_uid).count() == 2
     read_event = json.loads(AuditEntry.objects.order_by("-id")[1].event)
     assert read_event["meta"]["security"][0]["code"] == "BTG"
 
@@ -205,6 +208,9 @@ def test_a_patient_consent_lets_another_hospital_read_and_the_token_is_audited(c
     from ledger.models import ConsentToken
 
     token = role_token("int-b", Role.INTEGRATION, organization=OTHER)
+    # the token's Consent, a record of the patient's own hospital (only those define consent)
+    Resource.objects.create(resource_type="Consent", logical_id="c1", version_id=1, last_updated=timezone.now(),
+                            text="{}", patient_id=studies["a"].patient_id, organization_id=HOSPITAL)
     ConsentToken.objects.create(
         patient_id=studies["a"].patient_id, organization_id=HOSPITAL, consent_id="c1", consent_version=1,
         consent_hash=b"\0" * 32, grantee=f"Organization/{OTHER}", purpose="TREAT", pseudonym=b"\0" * 32,

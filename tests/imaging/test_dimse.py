@@ -91,7 +91,7 @@ def test_each_c_store_is_audited_with_the_calling_ae_title(scp):
     store(scp, [dicom_dataset(CT), dicom_dataset(US_MULTIFRAME)])
 
     entries = list(AuditEntry.objects.order_by("id"))[before:]
-    assert [entry.agent for entry in entries] == [CALLING_AE, CALLING_AE]
+    assert [entry.agent for entry in entries] == [f"urn:dicom:ae:{CALLING_AE}"] * 2
     events = [json.loads(entry.event) for entry in entries]
     assert {event["subtype"][0]["code"] for event in events} == {"create"}
     assert {event["outcome"] for event in events} == {"0"}
@@ -165,7 +165,7 @@ def test_an_unmapped_calling_ae_is_refused_when_there_is_no_default(scp):
     assert statuses == [NOT_AUTHORIZED]
     assert not Instance.objects.exists()
     entry = AuditEntry.objects.order_by("-id").first()
-    assert entry.agent == "STRANGER" and entry.outcome == "4"
+    assert entry.agent == "urn:dicom:ae:STRANGER" and entry.outcome == "4"
 
 
 def test_the_wrong_called_ae_title_is_rejected(scp):

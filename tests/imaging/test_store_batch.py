@@ -144,7 +144,8 @@ def test_files_and_their_new_folders_are_fsynced_before_the_rows_commit(client, 
 
     files = sorted(str(path) for path in dicom_folder.glob("**/*.dcm"))
     assert len(files) == 2 and set(files) <= set(synced)
-    assert {str(dicom_folder / study), str(dicom_folder)} <= set(synced[:synced.index("waited")])
+    new_folders = {str(dicom_folder / HOSPITAL / study), str(dicom_folder / HOSPITAL), str(dicom_folder)}
+    assert new_folders <= set(synced[:synced.index("waited")])
 
 
 def test_the_copies_of_a_request_are_queued_in_one_message(client, token, settings, monkeypatch,

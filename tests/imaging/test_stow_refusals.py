@@ -5,38 +5,31 @@ from __future__ import annotations
 import pydicom
 import pytest
 
-from ehr.models import Resource, Role
-from imaging.models import Instance, Series, Study
+from ehr.models import Role
+from imaging.models import Instance
 from tests.imaging.conftest import (
     CT,
+    FAILED,
     HOSPITAL,
     MR,
+    REFERENCED,
     US_MULTIFRAME,
+    assert_nothing_stored,
     dicom_bytes,
     dicom_dataset,
     encoded,
+    reasons,
     role_token,
     stored_files,
 )
 from tests.imaging.test_dicomweb_access import stow
 
 pytestmark = pytest.mark.django_db
-FAILED, REFERENCED, REASON = "00081198", "00081199", "00081197"
 
 
 @pytest.fixture
 def token(db) -> str:
     return role_token("int-a", Role.INTEGRATION, organization=HOSPITAL)
-
-
-def reasons(response) -> list[int]:
-    return [item[REASON]["Value"][0] for item in response.json().get(FAILED, {}).get("Value", [])]
-
-
-def assert_nothing_stored(folder) -> None:
-    assert not Instance.objects.exists() and not Series.objects.exists() and not Study.objects.exists()
-    assert not Resource.objects.filter(resource_type__in=["Patient", "ImagingStudy"]).exists()
-    assert stored_files(folder) == []
 
 
 @pytest.mark.parametrize(("data", "reason"), [

@@ -74,8 +74,9 @@ def test_sequence_numbers_entries_in_id_order_and_chains_their_hashes():
         seq8 = seq.to_bytes(8, "big")
         assert entry.seq == seq
         assert bytes(entry.prev_hash) == prev
-        assert bytes(entry.entry_hash) == hashlib.sha256(prev + seq8 + data).digest()
         assert bytes(entry.leaf_hash) == hashlib.sha256(b"\x00" + salt + seq8 + data).digest()
+        assert bytes(entry.entry_hash) == hashlib.sha256(b"\x02" + prev + seq8 + bytes(entry.leaf_hash)).digest()
+        assert entry.hash_version == 2
         prev = bytes(entry.entry_hash)
 
 

@@ -61,9 +61,10 @@ def test_a_rehashed_forgery_still_breaks_the_anchored_root(ledger):
         "JOIN ledger_auditsalt s ON s.entry_id = e.id WHERE e.seq >= 8 ORDER BY e.seq"))
     prev = bytes(rows[0][2])
     for seq, event, _, salt in rows:
-        new_prev, prev = prev, proofs.entry_hash(prev, seq, event.encode())
+        leaf = proofs.leaf_hash(bytes(salt), seq, event.encode())
+        new_prev, prev = prev, proofs.chain_hash(prev, seq, leaf)
         as_superuser("UPDATE ledger_auditentry SET prev_hash = %s, entry_hash = %s, leaf_hash = %s "
-                     "WHERE seq = %s", [new_prev, prev, proofs.leaf_hash(bytes(salt), seq, event.encode()), seq])
+                     "WHERE seq = %s", [new_prev, prev, leaf, seq])
 
     with pytest.raises(CommandError, match=r"batch 7\.\.10 .*recomputed root differs"):
         verify()

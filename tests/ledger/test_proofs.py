@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 
+from ehr.models import Role
 from ledger import merkle, proofs
 from ledger.proof_binary import MEDIA_TYPE, proof_decode, proof_encode
 from ledger.audit import audit_append, audit_sequence
 from ledger.models import AuditEntry, AuditSalt
+from tests.imaging.conftest import role_token
 from tests.ledger.conftest import RPC, anchored_entries
 
 pytestmark = [pytest.mark.django_db, pytest.mark.chain]
@@ -37,17 +39,22 @@ def run_verify(tmp_path: Path, proof: dict | str, *args: str) -> subprocess.Comp
                           capture_output=True, text=True, env=env, timeout=60)
 
 
+def bearer(client, token: str):
+    """The test client with this bearer token in the Authorization header of every request."""
+    client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
+
+
 @pytest.fixture
 def staff_client(client):
-    user = get_user_model().objects.create_user("dpo", is_staff=True)
-    client.force_login(user)
-    return client
+    """The data protection officer: every entry's proof, with its event and salt."""
+    return bearer(client, role_token("dpo", Role.DPO))
 
 
 @pytest.fixture
 def user_client(client):
-    client.force_login(get_user_model().objects.create_user("clinician"))
-    return client
+    """Patient p1, whom every ``anchored`` entry is about."""
+    return bearer(client, role_token("patient-p1", Role.PATIENT, patient="p1"))
 
 
 def proof_url(entry_id) -> str:
@@ -73,6 +80,7 @@ def test_a_staff_proof_carries_the_event_and_salt_and_verifies_offline(anchored,
 
 
 def test_a_proof_without_salt_verifies_leaf_to_root(anchored, user_client, tmp_path):
+    AuditSalt.objects.filter(entry=anchored[0]).delete()
     proof = user_client.get(proof_url(anchored[0].pk)).json()
 
     assert "salt" not in proof and "event" not in proof["entry"]
@@ -98,8 +106,9 @@ def _flip(hex_value: str) -> str:
     (lambda p: p["merkle"]["path"].__setitem__(0, _flip(p["merkle"]["path"][0])), "does not lead to the stated root"),
     (lambda p: p["entry"].__setitem__("leaf_hash", _flip(p["entry"]["leaf_hash"])), "leaf hash does not match"),
     (lambda p: p.__setitem__("salt", _flip(p["salt"])), "leaf hash does not match"),
-    (lambda p: p["entry"].__setitem__("event", p["entry"]["event"].replace('"n":5', '"n":6')), "entry hash"),
-    (lambda p: p["entry"].__setitem__("seq", 5), "entry hash does not match"),
+    (lambda p: p["entry"].__setitem__("event", p["entry"]["event"].replace('"n":5', '"n":6')), "leaf hash"),
+    (lambda p: p["entry"].__setitem__("seq", 5), "leaf hash does not match"),
+    (lambda p: p["entry"].__setitem__("entry_hash", _flip(p["entry"]["entry_hash"])), "entry hash does not"),
     (lambda p: p["merkle"].__setitem__("root", _flip(p["merkle"]["root"])), "stated root"),
     (lambda p: p["anchor"].__setitem__("last_seq", 8), "tree size"),
     (lambda p: p["anchor"].__setitem__("block_hash", _flip(p["anchor"]["block_hash"])), "stated block"),
@@ -107,7 +116,7 @@ def _flip(hex_value: str) -> str:
     (lambda p: p["anchor"].__setitem__("chain_id", 1), "not on chain 1"),
     (lambda p: p["anchor"].__setitem__("member", "0x" + "12" * 20), "no Anchored event"),
     (lambda p: p["anchor"].__setitem__("transaction", "0x" + "ab" * 32), "not on the chain"),
-    (lambda p: p.__setitem__("version", 2), "unsupported proof version"),
+    (lambda p: p.__setitem__("version", 3), "unsupported proof version"),
     (lambda p: p.pop("merkle"), "malformed proof"),
 ])
 def test_a_changed_proof_is_refused_with_its_reason(anchored, staff_client, tmp_path, change, reason):
@@ -163,14 +172,14 @@ def test_unknown_or_malformed_ids_are_404_in_the_error_shape(user_client):
 
 
 def test_an_entry_not_yet_anchored_is_409_with_what_is_known(user_client):
-    entry = audit_append(event={"n": 1}, patient_id=None, agent="a", outcome="0")
+    entry = audit_append(event={"n": 1}, patient_id="p1", agent="a", outcome="0")
 
     response = user_client.get(proof_url(entry.pk))
     assert response.status_code == 409
     assert response.json() == {"error": {"code": "not_anchored", "message": "the entry is not anchored yet"},
                                "status": {"id": entry.pk, "seq": None, "anchor": "unsequenced"}}
 
-    audit_sequence()
+    audit_sequence()  # the first request's own audit entry is sequenced too
     assert user_client.get(proof_url(entry.pk)).json()["status"] == {
         "id": entry.pk, "seq": 1, "anchor": "pending"}
 
@@ -180,7 +189,7 @@ def test_anonymous_callers_get_the_error_shape_and_no_proof(client):
 
     response = client.get(proof_url(entry.pk))
 
-    assert response.status_code in (401, 403)
+    assert response.status_code == 401
     assert response.json()["error"]["code"] == "not_authenticated"
     assert "entry" not in response.json()
 
@@ -188,34 +197,36 @@ def test_anonymous_callers_get_the_error_shape_and_no_proof(client):
 def test_the_proof_is_in_the_openapi_schema(user_client):
     schema = user_client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
     operation = schema["paths"]["/api/ledger/audit-events/{id}/proof"]["get"]
-    assert set(operation["responses"]) == {"200", "403", "404", "409"}
+    assert set(operation["responses"]) == {"200", "400", "401", "403", "404", "406", "409"}
 
 
-@pytest.mark.parametrize(("role", "patient_id", "sees_salt"), [
-    ("dpo", None, True),
-    ("patient", "p1", True),
-    ("patient", "p2", False),
-    ("clinician", None, False),
-    ("researcher", None, False),
+@pytest.mark.parametrize(("role", "patient_id", "answer"), [
+    ("dpo", None, 200),
+    ("patient", "p1", 200),
+    ("patient", "p2", 404),  # as an unknown id
+    ("clinician", None, 403),  # no access to the log, whatever the id
+    ("researcher", None, 403),
 ])
-def test_the_salt_goes_only_to_those_allowed_to_see_the_entry(anchored, client, role, patient_id, sees_salt):
-    from ehr.models import AccessProfile
+def test_proofs_go_only_to_those_who_may_read_the_entry(anchored, client, role, patient_id, answer):
+    bearer(client, role_token(f"who-{role}-{patient_id}", role, patient=patient_id))
 
-    user = get_user_model().objects.create_user(f"who-{role}-{patient_id}")
-    AccessProfile.objects.create(user=user, role=role, patient_id=patient_id)
-    client.force_login(user)
+    response = client.get(proof_url(anchored[1].pk))
 
-    proof = client.get(proof_url(anchored[1].pk)).json()
+    assert response.status_code == answer
+    if answer == 200:
+        proof = response.json()
+        assert "salt" in proof and "event" in proof["entry"] and proof["merkle"]["root"]
+    else:
+        assert "entry" not in response.json() and "merkle" not in response.json()
 
-    assert ("salt" in proof) is sees_salt
-    assert ("event" in proof["entry"]) is sees_salt
-    assert proof["merkle"]["root"]
 
+def test_the_user_who_made_the_access_reads_proofs_only_through_a_role(anchored, client):
+    bearer(client, role_token("dr-who", None))
+    client.force_login(get_user_model().objects.get(username="dr-who"))
 
-def test_the_user_who_made_the_access_sees_its_salt(anchored, client):
-    client.force_login(get_user_model().objects.create_user("dr-who"))
+    response = client.get(proof_url(anchored[1].pk))
 
-    assert "salt" in client.get(proof_url(anchored[1].pk)).json()
+    assert response.status_code == 403 and "salt" not in response.json()
 
 
 def test_a_non_ascii_digit_id_is_404_in_the_error_shape(user_client):

@@ -1,15 +1,17 @@
 """``manage.py access_seed``: users, OAuth2 clients and tokens for every role, without admin clicks.
 
-Safe to run again: users, profiles, clients and unexpired tokens are reused. The integration
-client's secret is stored hashed, so each run issues (and prints) a fresh one.
+Safe to run again: users, profiles, clients, the integration client's secret and unexpired
+tokens are reused. An existing user whose profile differs stops the run (exit status 1,
+nothing changed) unless ``--reassign``; the secret, stored hashed, is printed only when the
+client is created or ``--rotate-secret`` replaces it.
 """
 
 import json
 from pathlib import Path
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from ehr.access.services import access_seed
+from ehr.access.services import SeedConflict, access_seed
 
 
 class Command(BaseCommand):
@@ -22,10 +24,18 @@ class Command(BaseCommand):
                             help="Practitioner id of the clinician")
         parser.add_argument("--patient", default="seed-patient", help="Patient id of the patient user")
         parser.add_argument("--json", type=Path, help="Also write the JSON to this file (mode 0600)")
+        parser.add_argument("--reassign", action="store_true",
+                            help="Change the role or links of existing seed users to these")
+        parser.add_argument("--rotate-secret", action="store_true",
+                            help="Issue a new integration client secret (the old one stops working)")
 
     def handle(self, *args, **options) -> None:
-        result = access_seed(organization_id=options["organization"],
-                             practitioner_id=options["practitioner"], patient_id=options["patient"])
+        try:
+            result = access_seed(organization_id=options["organization"],
+                                 practitioner_id=options["practitioner"], patient_id=options["patient"],
+                                 reassign=options["reassign"], rotate_secret=options["rotate_secret"])
+        except SeedConflict as error:
+            raise CommandError(str(error)) from error
         text = json.dumps(result, indent=2)
         if options["json"]:
             options["json"].touch(mode=0o600)
