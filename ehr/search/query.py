@@ -254,7 +254,7 @@ def _offset(query: SearchQuery, name: str, value: str, strict: bool) -> None:
 
 
 def _non_negative(name: str, value: str) -> int:
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise SearchError("invalid", f"{name}: {value!r} is not a non-negative integer")
     return int(value)
 
