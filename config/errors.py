@@ -7,8 +7,11 @@ The answers name no path, parameter or value of the request.
 
 from __future__ import annotations
 
+import sys
+
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from ehr.api import transient
 from ehr.api.http import fhir_response
 from ehr.fhir import issue, operation_outcome
 
@@ -45,4 +48,20 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    return error_answer(request, 500)
+    """500, or 503 with Retry-After when what escaped was transient (``ehr.api.transient``).
+
+    Reached by errors outside the doors' own wrappers (a middleware's session read, the OAuth
+    token endpoint, ``/api/`` views without a wrapper); Django calls it while handling the
+    error, so the error is ``sys.exc_info()``'s.
+    """
+    error = sys.exc_info()[1]
+    fault = transient.fault_of(error) if error is not None else None
+    if fault is None:
+        return error_answer(request, 500)
+    if request.path.startswith(FHIR_PREFIXES):
+        response = fhir_response(operation_outcome([issue("error", "transient", fault.value)]), 503)
+    else:
+        response = JsonResponse({"error": {"code": "unavailable", "message": fault.value}}, status=503)
+    response["Retry-After"] = transient.retry_after()
+    response["Cache-Control"] = "no-store"
+    return response

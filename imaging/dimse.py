@@ -4,7 +4,10 @@ Each association runs in a thread of its own with its own database connection. E
 C-STORE goes through ``imaging.services.instance_store`` and writes one audit entry (agent =
 calling AE title) in the instance's transaction; the FHIR ImagingStudy of each study the
 association touched is rewritten once, when the association ends (released, aborted or
-dropped). Studies left stale by a crash are synced when the SCP starts.
+dropped). Studies left stale by a crash are synced when the SCP starts. With the database
+(or broker, chain) down, a C-STORE answers 0xA700 "out of resources" at once, nothing stored,
+and the association stays usable: the next C-STORE after the outage is stored. C-ECHO
+touches no database and answers success throughout (the DICOM layer is up).
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.sop_class import Verification
 
+from ehr.api import transient
+
 from . import services
 from .reading import (
     DOES_NOT_MATCH_SOP_CLASS,
     DUPLICATE_SOP_INSTANCE,
     NOT_AUTHORIZED,
+    OUT_OF_RESOURCES,
     PROCESSING_FAILURE,
     STORAGE_SOP_CLASSES,
     TRANSFER_SYNTAXES,
@@ -141,16 +147,19 @@ def on_store(event) -> int:
         incoming = instance_read(event.encoded_dataset())
         if incoming.sop_class_uid != str(event.request.AffectedSOPClassUID):
             raise InstanceRefused(DOES_NOT_MATCH_SOP_CLASS, "data set does not match the SOP class sent")
-        with transaction.atomic():
-            outcome = services.instance_store(incoming=incoming, organization_id=organization)
-            conflict = outcome.result == services.CONFLICT
-            services.dimse_store_audit(calling_ae=calling_ae, study=outcome.study, peer=peer,
-                                       outcome="4" if conflict else "0",
-                                       description="duplicate SOP instance with different content"
-                                       if conflict else None)
+        outcome = transient.run_retrying(lambda: _store(incoming, organization, calling_ae, peer),
+                                         logger=logger, what=f"C-STORE from {calling_ae}")
+        conflict = outcome.result == services.CONFLICT
     except InstanceRefused as error:
         return _refused(calling_ae, peer, error.status, error.message)
     except Exception as error:
+        fault = transient.fault_of(error)
+        if fault is not None:  # nothing was stored: the device sends it again later
+            transient.log_fault(logger, f"C-STORE from {calling_ae}", fault, error)
+            transient.connections_reset()  # no request signals here (a failed rollback already drops it)
+            if fault is transient.Fault.DATABASE:
+                return OUT_OF_RESOURCES  # nothing can be audited now; the refusal is logged
+            return _refused(calling_ae, peer, OUT_OF_RESOURCES, fault.value)
         logger.error("C-STORE failed from %s (%s)", calling_ae, type(error).__name__)
         logger.debug("C-STORE failure", exc_info=error)
         return PROCESSING_FAILURE
@@ -159,6 +168,18 @@ def on_store(event) -> int:
     if outcome.result == services.STORED:
         event.assoc.__dict__.setdefault(_STUDIES, set()).add(outcome.study.pk)
     return SUCCESS
+
+
+def _store(incoming, organization: str, calling_ae: str, peer: str | None) -> services.StoreOutcome:
+    """The instance and its audit entry in one transaction (run again after a deadlock)."""
+    with transaction.atomic():
+        outcome = services.instance_store(incoming=incoming, organization_id=organization)
+        conflict = outcome.result == services.CONFLICT
+        services.dimse_store_audit(calling_ae=calling_ae, study=outcome.study, peer=peer,
+                                   outcome="4" if conflict else "0",
+                                   description="duplicate SOP instance with different content"
+                                   if conflict else None)
+    return outcome
 
 
 def _calling_ae(event) -> str:

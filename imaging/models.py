@@ -108,9 +108,15 @@ class Instance(models.Model):
     deid_sha256 = models.CharField(max_length=64, blank=True)
     deidentified_at = models.DateTimeField(null=True)
     deid_error = models.CharField(max_length=300, blank=True)
+    # The copy's outbox: the row itself, written with the instance. NULL until its message
+    # reached the broker (set after commit); ``imaging.deidentify_pending`` publishes the rows
+    # still NULL, and those published long ago that still have no copy (a message lost).
+    deid_queued_at = models.DateTimeField(null=True)
 
     class Meta:
-        indexes = [models.Index(fields=["series", "instance_number"], name="instance_series_number")]
+        indexes = [models.Index(fields=["series", "instance_number"], name="instance_series_number"),
+                   models.Index(fields=["created"], name="instance_deid_pending",
+                                condition=models.Q(deid_storage_key="", deid_error=""))]
         constraints = [models.UniqueConstraint(fields=["organization_id", "sop_instance_uid"],
                                                name="instance_organization_uid")]
 

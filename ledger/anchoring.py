@@ -8,10 +8,26 @@ one open batch through its life, each step in its own short transaction:
     sent, not mined after RESEND_SECONDS            --> send the same bytes again (attempts + 1)
     sent, not mined after REPLACE_AFTER broadcasts  --> re-sign with the same nonce and fees
                                                         raised >= 12.5 %, persist, send
+    confirmed, the chain no longer holds it         --> lost --same bytes, or re-signed at the
+                                                        chain's nonce--> sent --> confirmed
+    confirmed, its transaction in another block     --> sent (followed and confirmed again)
 
 The signed bytes are committed before they are sent, so a crash or an unreachable node at
 any point loses nothing: the next tick finds the batch where it stands and carries on.
 ``attempts`` counts broadcasts of the current bytes; a replacement restarts it.
+
+Chains reorganize (a proof-of-stake head, an anvil killed before it saved its state), so a
+confirmed batch is not final for this node: every tick first re-checks the chain (``_recheck``).
+The contract's ``lastAnchored(member)`` covers the whole history in one call: a confirmed batch
+beyond it is no longer on chain and becomes ``lost``. The newest RECHECK_BATCHES confirmed
+batches are also looked up by receipt: one whose transaction moved to another block (or
+vanished while the range is still anchored, by another signing) goes back to ``sent`` and is
+followed again. A lost batch keeps its range, root and entries (they count as unanchored
+while it is not confirmed) and is re-sent in seq order, lowest first, so the contract's gap
+rule holds: its old bytes when their nonce is the chain's next one, else a new signing at the
+chain's nonce (the node's count, not ours: after a reorg our last used nonce is not on chain).
+Every timestamp comes from one clock advanced through the tick (``now`` plus the time spent),
+so ``created <= sent_at <= confirmed_at`` holds on each row.
 
 When the chain shows something this node did not expect (the batch's nonce used while its
 transaction is unknown, a reverted receipt, a no-op repeat), the contract's ``Anchored``
@@ -46,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 # pg_try_advisory_lock key of the anchoring tick ("CARKANCH" folded into a bigint).
 ANCHOR_LOCK = 0x4341524B414E4348
-OPEN_STATUSES = ("pending", "sent")
+OPEN_STATUSES = ("pending", "sent", "lost")
 CONTRACT = "AuditAnchor"
 TICK_BUDGET_SECONDS = 30.0  # a tick stops starting new steps after this (task soft limit 45 s)
 
@@ -62,6 +78,8 @@ class TickReport:
     resent: list[str] = field(default_factory=list)
     replaced: list[tuple[str, str]] = field(default_factory=list)
     confirmed: list[tuple[int, int]] = field(default_factory=list)
+    lost: list[tuple[int, int]] = field(default_factory=list)
+    moved: list[tuple[int, int]] = field(default_factory=list)
     unavailable: str | None = None
     conflict: str | None = None
 
@@ -69,12 +87,14 @@ class TickReport:
         return asdict(self)
 
 
-def anchor_tick(*, client: ChainClient, now: datetime | None = None) -> TickReport:
+def anchor_tick(*, client: ChainClient, now: datetime | None = None,
+                recheck_all: bool = False) -> TickReport:
     """Move the audit log's anchoring forward as far as the chain allows right now.
 
     Safe to call twice at once and from several workers: only one runs, the other
     reports ``busy``. An unreachable node ends the tick with ``unavailable`` set and
-    nothing lost; the next tick resumes from the database.
+    nothing lost; the next tick resumes from the database. ``recheck_all`` looks up every
+    confirmed batch's receipt, not only the newest RECHECK_BATCHES (``ledger_reanchor``).
     """
     report = TickReport()
     with single_flight(ANCHOR_LOCK) as acquired:
@@ -82,7 +102,7 @@ def anchor_tick(*, client: ChainClient, now: datetime | None = None) -> TickRepo
             report.busy = True
             return report
         try:
-            _run(client, now or timezone.now(), report)
+            _run(client, now or timezone.now(), report, recheck_all)
         except LedgerUnavailable as error:
             report.unavailable = str(error)
             logger.warning("audit anchoring paused: %s", error)
@@ -92,10 +112,19 @@ def anchor_tick(*, client: ChainClient, now: datetime | None = None) -> TickRepo
     return report
 
 
-def _run(client: ChainClient, now: datetime, report: TickReport) -> None:
-    """Step until a step has to wait for the chain (or the budget is spent)."""
-    deadline = time.monotonic() + TICK_BUDGET_SECONDS
-    while time.monotonic() < deadline:
+def _run(client: ChainClient, start: datetime, report: TickReport, recheck_all: bool) -> None:
+    """Re-check what is confirmed, then step until a step has to wait for the chain (or the
+    budget is spent). ``now`` is ``start`` plus the time spent so far: one clock for every row."""
+    began = time.monotonic()
+    try:
+        _recheck(client, start, report, everything=recheck_all)
+    except LedgerUnavailable:
+        report.sequenced += audit_sequence()  # the chain is down: entries still get their seq
+        raise
+    if report.conflict:
+        return
+    while (spent := time.monotonic() - began) < TICK_BUDGET_SECONDS:
+        now = start + timedelta(seconds=spent)
         batch = AnchorBatch.objects.filter(status__in=OPEN_STATUSES).order_by("first_seq").first()
         progressed = (_advance(client, batch, now, report) if batch
                       else _create_and_send(client, now, report))
@@ -108,6 +137,8 @@ def _run(client: ChainClient, now: datetime, report: TickReport) -> None:
 def _advance(client: ChainClient, batch: AnchorBatch, now: datetime, report: TickReport) -> bool:
     if batch.status == "pending":
         return _send(client, batch, now, report.sent)
+    if batch.status == "lost":
+        return _resend_lost(client, batch, now, report)
     receipt = client.receipt(batch.tx_hash)
     if receipt is None:
         if client.nonce(batch.signer, pending=False) > batch.nonce:
@@ -178,11 +209,12 @@ def _reconcile(client: ChainClient, batch: AnchorBatch, now: datetime, report: T
 
 
 def _replace(client: ChainClient, batch: AnchorBatch, now: datetime, report: TickReport, *,
-             fresh_nonce: bool) -> bool:
+             fresh_nonce: bool, at_nonce: int | None = None) -> bool:
     """Re-sign the batch's call with higher fees; persisted before it is sent.
 
     Same nonce (so exactly one of the two can be mined) unless that nonce was used by an
-    unrelated transaction, in which case the next free nonce.
+    unrelated transaction, in which case the next free nonce; ``at_nonce`` when the caller
+    knows the nonce (a lost batch whose nonce lies beyond the chain's count).
     """
     if client.address != batch.signer:
         report.conflict = f"seq {batch.first_seq}..{batch.last_seq} is signed by {batch.signer}, not this key"
@@ -191,6 +223,7 @@ def _replace(client: ChainClient, batch: AnchorBatch, now: datetime, report: Tic
     max_fee = max(max_fee, _bumped(int(batch.max_fee_per_gas)))
     priority = max(priority, _bumped(int(batch.max_priority_fee_per_gas)))
     nonce = _next_nonce(client, batch.signer, batch.chain_id) if fresh_nonce else batch.nonce
+    nonce = at_nonce if at_nonce is not None else nonce
     signed = client.signed_call(_artifact(), batch.contract, "anchor", batch.first_seq,
                                 batch.last_seq, bytes(batch.root), nonce=nonce,
                                 max_fee_per_gas=max(max_fee, priority),
@@ -218,6 +251,63 @@ def _remember_replaced(batch: AnchorBatch, tx_hash: str) -> None:
     batch.replaced_tx_hashes = [*batch.replaced_tx_hashes, tx_hash]
 
 
+# --- reorganizations --------------------------------------------------------------------------
+
+def _recheck(client: ChainClient, now: datetime, report: TickReport, *, everything: bool = False) -> None:
+    """Send back to the open states the confirmed batches the chain no longer holds as confirmed.
+
+    One ``lastAnchored`` call covers the whole history (every range is contiguous, so a
+    confirmed batch past it is gone); receipts of the newest batches catch a transaction that
+    moved to another block, whose stored block number and hash a proof would name wrongly.
+    """
+    chain_id = client.chain_id()
+    entry = _deployment(chain_id)
+    mine = AnchorBatch.objects.filter(chain_id=chain_id, signer=client.address, status="confirmed",
+                                      contract=entry["address"] if entry else None)
+    if entry is None or not mine.exists():
+        return
+    if not client.has_code(entry["address"]):
+        raise LedgerUnavailable(f"{CONTRACT} at {entry['address']} has no code on chain {chain_id} "
+                                "(chain reset? run manage.py chain_deploy)")
+    last = client.call(_artifact(), entry["address"], "lastAnchored", client.address)
+    if last and not AnchorBatch.objects.filter(chain_id=chain_id, contract=entry["address"],
+                                               signer=client.address, last_seq=last).exists():
+        report.conflict = f"the chain's last anchored seq {last} ends none of this node's batches"
+        logger.error("audit anchoring needs an operator: %s", report.conflict)
+        return
+    for batch in mine.filter(last_seq__gt=last).order_by("first_seq"):
+        _reopen(batch, "lost", now, report.lost)
+    recent = mine.filter(last_seq__lte=last).order_by("-first_seq")
+    for batch in recent if everything else recent[:settings.AUDIT_ANCHOR_RECHECK_BATCHES]:
+        receipt = client.receipt(batch.tx_hash)
+        if receipt is None or receipt["block_hash"] != batch.block_hash or receipt["status"] != 1:
+            _reopen(batch, "sent", now, report.moved)
+
+
+def _reopen(batch: AnchorBatch, status: str, now: datetime, into: list[tuple[int, int]]) -> None:
+    """Un-confirm a batch: its entries count as unanchored (proofs answer 409) until it is again."""
+    batch.status, batch.lost_at, batch.reorgs = status, now, batch.reorgs + 1
+    batch.confirmed_at = batch.block_number = batch.block_hash = None
+    batch.save(update_fields=["status", "lost_at", "reorgs", "confirmed_at", "block_number", "block_hash"])
+    into.append((batch.first_seq, batch.last_seq))
+    logger.warning("audit seq %s..%s: anchor %s is no longer %s on chain; re-anchoring", batch.first_seq,
+                   batch.last_seq, batch.tx_hash, "anywhere" if status == "lost" else "where it was confirmed")
+
+
+def _resend_lost(client: ChainClient, batch: AnchorBatch, now: datetime, report: TickReport) -> bool:
+    """Put a lost batch back on chain with the nonce the chain expects now.
+
+    Its old bytes when their nonce is the next one (or already in use again: the old
+    transaction back in a pool after a reorg, or another one, which ``_advance`` sorts out),
+    else the same call signed at the chain's next nonce: waiting for a nonce the chain
+    forgot would wait forever.
+    """
+    pending = client.nonce(batch.signer, pending=True)
+    if pending >= batch.nonce:
+        return _send(client, batch, now, report.resent)
+    return _replace(client, batch, now, report, fresh_nonce=False, at_nonce=pending)
+
+
 # --- a new batch ------------------------------------------------------------------------------
 
 def _create_and_send(client: ChainClient, now: datetime, report: TickReport) -> bool:
@@ -240,7 +330,7 @@ def _create_and_send(client: ChainClient, now: datetime, report: TickReport) -> 
                                 max_fee_per_gas=max_fee, max_priority_fee_per_gas=priority)
     with transaction.atomic():
         batch = AnchorBatch.objects.create(
-            first_seq=first, last_seq=last, root=root, status="pending", chain_id=chain_id,
+            created=now, first_seq=first, last_seq=last, root=root, status="pending", chain_id=chain_id,
             contract=contract, signer=client.address, nonce=nonce, raw_tx=signed.raw,
             tx_hash=signed.tx_hash, max_fee_per_gas=max_fee, max_priority_fee_per_gas=priority,
         )
@@ -272,8 +362,13 @@ def _due_range(now: datetime) -> tuple[int, list[bytes]] | None:
 
 
 def _next_nonce(client: ChainClient, signer: str, chain_id: int) -> int:
-    """Per signing key: the node's pending count, never below our last used nonce + 1."""
-    last = (AnchorBatch.objects.filter(signer=signer, chain_id=chain_id)
+    """Per signing key: the node's pending count, never below the nonce + 1 of a batch in flight.
+
+    Only batches in flight count (a node may not show them yet): a confirmed batch's nonce is
+    in the node's count, and a lost one's is not on chain any more, so after a reorganization
+    the nonce comes from the chain again, with no gap that nothing would ever fill.
+    """
+    last = (AnchorBatch.objects.filter(signer=signer, chain_id=chain_id, status__in=("pending", "sent"))
             .aggregate(last=Max("nonce"))["last"])
     pending = client.nonce(signer, pending=True)
     return pending if last is None else max(pending, last + 1)

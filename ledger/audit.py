@@ -9,6 +9,7 @@ Formats (canonical JSON, entry hash, leaf hash): docs/audit-ledger.md.
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 from datetime import datetime
 
@@ -287,6 +288,13 @@ class LedgerDiffers(Exception):
     """The stored log does not match its own hash chain, its roots or the chain."""
 
 
+# What an operator reads when the chain lost anchors the database counts as confirmed.
+REORG_HINT = ("the chain no longer holds this anchor (a reorganization, or a node restored from an "
+              "older state): run manage.py ledger_reanchor, or wait for the anchoring beat "
+              "(ledger.anchor_audit) to re-anchor it")
+_LOST_ON_CHAIN = ("is not on the chain", "is not in the stated block", "is not on the canonical chain")
+
+
 def audit_verify(*, rpc_url: str | None, chunk: int = 5_000) -> tuple[int, int]:
     """Recompute the hash chain from seq 1 and each confirmed batch's root; check its anchor.
 
@@ -356,7 +364,8 @@ def _check_batch(batch: AnchorBatch, leaves: list[bytes], rpc_url: str | None) -
     try:
         proofs.check_anchor(rpc_url, proofs.anchor_fields(batch), root)
     except proofs.ProofInvalid as error:
-        raise LedgerDiffers(f"{where}: on chain, {error}") from None
+        lost = any(marker in str(error) for marker in _LOST_ON_CHAIN)
+        raise LedgerDiffers(f"{where}: on chain, {error}" + (f"; {REORG_HINT}" if lost else "")) from None
 
 
 def _check_histories(confirmed: list[AnchorBatch], rpc_url: str) -> None:
@@ -371,10 +380,20 @@ def _check_histories(confirmed: list[AnchorBatch], rpc_url: str) -> None:
         groups.setdefault((batch.chain_id, batch.contract, batch.signer), []).append(batch)
     for (chain_id, contract, signer), mine in groups.items():
         in_flight = AnchorBatch.objects.filter(chain_id=chain_id, contract=contract, signer=signer,
-                                               status__in=("pending", "sent")).order_by("first_seq")
+                                               status__in=("pending", "sent", "lost")).order_by("first_seq")
         ranges = [(b.first_seq, b.last_seq, bytes(b.root)) for b in [*mine, *in_flight]]
         try:
             proofs.check_history(rpc_url, chain_id=chain_id, contract=contract, member=signer,
                                  ranges=ranges, confirmed=len(mine))
         except proofs.ProofInvalid as error:
-            raise LedgerDiffers(f"anchors of {signer} on {contract}: on chain, {error}") from None
+            raise LedgerDiffers(f"anchors of {signer} on {contract}: on chain, {error}"
+                                + _missing_anchors_hint(error, mine)) from None
+
+
+def _missing_anchors_hint(error: proofs.ProofInvalid, confirmed: list[AnchorBatch]) -> str:
+    """Name the first confirmed batch the chain's history no longer counts, when that is the case."""
+    counted = re.match(r"member \S+ has (\d+) anchors", str(error))
+    if counted is None or int(counted.group(1)) >= len(confirmed):
+        return ""
+    first = confirmed[int(counted.group(1))]
+    return f"; batch {first.first_seq}..{first.last_seq} is the first not counted: {REORG_HINT}"

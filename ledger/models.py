@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.utils import timezone
 
 
 class AnchorBatch(models.Model):
@@ -20,6 +21,7 @@ class AnchorBatch(models.Model):
     last_seq = models.BigIntegerField()
     root = models.BinaryField()
     # "pending" (signed, persisted, not yet sent) | "sent" | "confirmed" | "replaced"
+    # | "lost" (was confirmed, the chain no longer has it: re-anchored by the next ticks)
     status = models.CharField(max_length=12)
     chain_id = models.BigIntegerField()
     contract = models.CharField(max_length=42)
@@ -29,12 +31,17 @@ class AnchorBatch(models.Model):
     tx_hash = models.CharField(max_length=66)
     max_fee_per_gas = models.DecimalField(max_digits=40, decimal_places=0)
     max_priority_fee_per_gas = models.DecimalField(max_digits=40, decimal_places=0)
-    created = models.DateTimeField(auto_now_add=True)
+    # created <= sent_at <= confirmed_at, all from the anchoring tick's one clock (not the
+    # database's), so the row tells the order in which things happened.
+    created = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True)
     attempts = models.PositiveIntegerField(default=0)
     block_number = models.BigIntegerField(null=True)
     block_hash = models.CharField(max_length=66, null=True)
     confirmed_at = models.DateTimeField(null=True)
+    # The last time a confirmed anchor was found missing from the chain, and how many times.
+    lost_at = models.DateTimeField(null=True)
+    reorgs = models.PositiveIntegerField(default=0)
     # Hashes of earlier signings of this batch (same nonce, lower fees) that a replacement superseded.
     replaced_tx_hashes = ArrayField(models.CharField(max_length=66), default=list, blank=True)
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import environ
 
+from config.stack.addresses import DEFAULT_PORTS, embedded_url
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 
 env = environ.Env()
@@ -82,8 +84,20 @@ TEMPLATES = [
     },
 ]
 
+# --- Embedded servers' addresses (config.stack.addresses, docs/operations.md) -----------------
+# An unset DATABASE_URL, REDIS_URL or CHAIN_RPC_URL is derived from CARRACK_PG_PORT,
+# CARRACK_REDIS_PORT or CARRACK_CHAIN_PORT exactly as `carrack-stack run` computes it, so a
+# hand-run manage.py or celery with the stack's environment talks to that stack, not to 55432.
+EMBEDDED_DATABASE_URL = embedded_url(
+    "postgres", env.int("CARRACK_PG_PORT", default=DEFAULT_PORTS["postgres"]))
+EMBEDDED_REDIS_URL = embedded_url(
+    "redis", env.int("CARRACK_REDIS_PORT", default=DEFAULT_PORTS["redis"]))
+EMBEDDED_CHAIN_RPC_URL = embedded_url(
+    "anvil", env.int("CARRACK_CHAIN_PORT", default=DEFAULT_PORTS["anvil"]))
+# --- end of embedded servers' addresses -------------------------------------------------------
+
 DATABASES = {
-    "default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:55432/carrack"),
+    "default": env.db("DATABASE_URL", default=EMBEDDED_DATABASE_URL),
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = True
 # Persistent connections (a new PostgreSQL connection per request costs more than the read),
@@ -124,6 +138,15 @@ FHIR_SEARCH_MAX_CHAINS = env.int("FHIR_SEARCH_MAX_CHAINS", default=8)
 FHIR_MAX_RESPONSE_BYTES = env.int("FHIR_MAX_RESPONSE_BYTES", default=8 * 1024 * 1024)
 # --- end FHIR/JSON cost bounds ---
 
+# --- Transient failures (ehr.api.transient; docs/operations.md "Database and broker outages") ---
+# A request the database, broker or chain cannot serve now answers 503 with this Retry-After
+# (seconds). A deadlocked or serialization-failed transaction runs again up to
+# DB_TRANSACTION_RETRIES times, after a random pause of up to DB_RETRY_BACKOFF_SECONDS x 2^n.
+TRANSIENT_RETRY_AFTER_SECONDS = env.int("TRANSIENT_RETRY_AFTER_SECONDS", default=5)
+DB_TRANSACTION_RETRIES = env.int("DB_TRANSACTION_RETRIES", default=4)
+DB_RETRY_BACKOFF_SECONDS = env.float("DB_RETRY_BACKOFF_SECONDS", default=0.05)
+# --- end of transient failures ---
+
 STATIC_URL = "static/"
 STATIC_ROOT = STATE_DIR / "static"
 
@@ -148,7 +171,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery: Redis is the broker; results are not needed by the web tier.
-REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:56379/0")
+REDIS_URL = env.str("REDIS_URL", default=EMBEDDED_REDIS_URL)
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
@@ -159,9 +182,26 @@ CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(STATE_DIR / "celerybeat-schedule")
 
+# --- Broker timeouts (config.celery, imaging.services.deid, docs/operations.md) ---------------
+# No answer waits on the broker. Its sockets time out (a paused Redis accepts connections and
+# never replies); connecting gives up after BROKER_CONNECT_TIMEOUT. A publish after commit is
+# waited for BROKER_PUBLISH_TIMEOUT seconds at most, then left to the outbox sweep, and after
+# a failure a process skips the broker for BROKER_PUBLISH_BACKOFF_SECONDS (one warning per outage).
+BROKER_CONNECT_TIMEOUT = env.float("BROKER_CONNECT_TIMEOUT", default=1.0)
+BROKER_SOCKET_TIMEOUT = env.float("BROKER_SOCKET_TIMEOUT", default=5.0)  # > kombu's 1 s BRPOP
+BROKER_PUBLISH_TIMEOUT = env.float("BROKER_PUBLISH_TIMEOUT", default=0.5)
+BROKER_PUBLISH_BACKOFF_SECONDS = env.float("BROKER_PUBLISH_BACKOFF_SECONDS", default=10.0)
+CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_CONNECT_TIMEOUT
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": BROKER_CONNECT_TIMEOUT,
+    "socket_timeout": BROKER_SOCKET_TIMEOUT,
+    "socket_keepalive": True,
+}
+# --- end of broker timeouts -------------------------------------------------------------------
+
 # Chain: one JSON-RPC endpoint, one signing key per node, contract addresses
 # recorded per chain (see ledger.services.contracts_deploy).
-CHAIN_RPC_URL = env.str("CHAIN_RPC_URL", default="http://127.0.0.1:8545")
+CHAIN_RPC_URL = env.str("CHAIN_RPC_URL", default=EMBEDDED_CHAIN_RPC_URL)
 CHAIN_PRIVATE_KEY = env.str("CHAIN_PRIVATE_KEY", default=ANVIL_DEFAULT_PRIVATE_KEYS[0])
 CHAIN_RPC_TIMEOUT = env.float("CHAIN_RPC_TIMEOUT", default=3.0)
 CHAIN_DEPLOYMENTS_FILE = Path(
@@ -188,9 +228,18 @@ LOGGING = {
 # INTERVAL_SECONDS; entries count as anchored after CONFIRMATIONS blocks. A transaction not
 # mined after RESEND_SECONDS is sent again (same bytes); after REPLACE_AFTER sends it is
 # replaced (same nonce, fees +12.5 %). Beat runs the tick every TICK_SECONDS.
+# Reorganizations (docs/operations.md "Chain reorganizations and anchoring lag"): CONFIRMATIONS
+# is 2 by default, safe on a chain that may drop its newest block (anvil saving its state every
+# second, a proof-of-work or proof-of-stake head); a QBFT/IBFT consortium chain has immediate
+# finality and may use 1. Whatever the setting, each tick re-checks the RECHECK_BATCHES newest
+# confirmed batches (receipt, block) and every batch against the contract's last anchored seq,
+# and re-anchors a batch the chain lost. /healthz turns 503 when the oldest unanchored entry has
+# waited LAG_ALERT_SECONDS.
 AUDIT_ANCHOR_INTERVAL_SECONDS = env.float("AUDIT_ANCHOR_INTERVAL_SECONDS", default=10.0)
 AUDIT_ANCHOR_MAX_ENTRIES = env.int("AUDIT_ANCHOR_MAX_ENTRIES", default=1000)
-AUDIT_ANCHOR_CONFIRMATIONS = env.int("AUDIT_ANCHOR_CONFIRMATIONS", default=1)
+AUDIT_ANCHOR_CONFIRMATIONS = env.int("AUDIT_ANCHOR_CONFIRMATIONS", default=2)
+AUDIT_ANCHOR_RECHECK_BATCHES = env.int("AUDIT_ANCHOR_RECHECK_BATCHES", default=32)
+AUDIT_ANCHOR_LAG_ALERT_SECONDS = env.float("AUDIT_ANCHOR_LAG_ALERT_SECONDS", default=300.0)
 AUDIT_ANCHOR_RESEND_SECONDS = env.float("AUDIT_ANCHOR_RESEND_SECONDS", default=30.0)
 AUDIT_ANCHOR_REPLACE_AFTER = env.int("AUDIT_ANCHOR_REPLACE_AFTER", default=3)
 AUDIT_ANCHOR_TICK_SECONDS = env.float("AUDIT_ANCHOR_TICK_SECONDS", default=5.0)
@@ -212,7 +261,11 @@ CELERY_BEAT_SCHEDULE = {
 # every SYNC_SECONDS and compares the mirror with the chain every RECONCILE_SECONDS.
 CONSENT_PRIVATE_KEY = env.str("CONSENT_PRIVATE_KEY", default=ANVIL_DEFAULT_PRIVATE_KEYS[2])
 CONSENT_PSEUDONYM_KEY = env.str("CONSENT_PSEUDONYM_KEY", default="dev-only-consent-pseudonym-key")
-CONSENT_CONFIRMATIONS = env.int("CONSENT_CONFIRMATIONS", default=1)
+# Like AUDIT_ANCHOR_CONFIRMATIONS (2; 1 on a chain with immediate finality). The RECHECK_TRANSACTIONS
+# newest mined grants and revokes are re-checked each tick; one the chain lost is sent again and
+# its grant no longer counts (pending) until confirmed again.
+CONSENT_CONFIRMATIONS = env.int("CONSENT_CONFIRMATIONS", default=2)
+CONSENT_RECHECK_TRANSACTIONS = env.int("CONSENT_RECHECK_TRANSACTIONS", default=64)
 CONSENT_RESEND_SECONDS = env.float("CONSENT_RESEND_SECONDS", default=30.0)
 CONSENT_SYNC_SECONDS = env.float("CONSENT_SYNC_SECONDS", default=2.0)
 CONSENT_RECONCILE_SECONDS = env.float("CONSENT_RECONCILE_SECONDS", default=600.0)
@@ -317,7 +370,14 @@ STORAGES = {
 # pseudonyms); production refuses to start without one. Queued after each ingest when enabled.
 DEID_SECRET = env.str("DEID_SECRET", default="")
 IMAGING_DEIDENTIFY_ON_INGEST = env.bool("IMAGING_DEIDENTIFY_ON_INGEST", default=True)
+# The sweep (beat, every IMAGING_DEID_SWEEP_SECONDS) publishes the copies whose message never
+# reached the broker (stored GRACE seconds ago or more), and again those published
+# IMAGING_DEID_REQUEUE_SECONDS ago still without one.
+IMAGING_DEID_SWEEP_SECONDS = env.float("IMAGING_DEID_SWEEP_SECONDS", default=60.0)
+IMAGING_DEID_SWEEP_GRACE_SECONDS = env.float("IMAGING_DEID_SWEEP_GRACE_SECONDS", default=60.0)
+IMAGING_DEID_REQUEUE_SECONDS = env.float("IMAGING_DEID_REQUEUE_SECONDS", default=3600.0)
 if IMAGING_DEIDENTIFY_ON_INGEST:  # copies missed while the broker was down are queued again
     CELERY_BEAT_SCHEDULE = {**CELERY_BEAT_SCHEDULE, "imaging.deidentify_pending": {
-        "task": "imaging.deidentify_pending", "schedule": 300.0, "options": {"expires": 300.0}}}
+        "task": "imaging.deidentify_pending", "schedule": IMAGING_DEID_SWEEP_SECONDS,
+        "options": {"expires": IMAGING_DEID_SWEEP_SECONDS}}}
 # --- end of imaging ---------------------------------------------------------------------------

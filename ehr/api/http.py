@@ -22,6 +22,7 @@ from ehr.access.scopes import parse_scopes
 from ehr.fhir import FhirError, issue, operation_outcome
 from ehr.models import Resource, ResourceVersion
 
+from . import transient
 from .audit import access_record, record_written, write_audit
 
 logger = logging.getLogger(__name__)
@@ -155,26 +156,68 @@ def fhir_endpoint(kind: str):
     """Wrap a FHIR view: errors become OperationOutcomes and every request is audited.
 
     The view runs on a savepoint, so a refused or failed request keeps none of its writes
-    while its audit entry is still written in the request's transaction.
+    while its audit entry is still written in the request's transaction. A transient fault
+    (``ehr.api.transient``) takes the whole transaction, audit entry included: a deadlock
+    runs it again, so a request keeps exactly one audit set however many attempts it took;
+    an outage, or a deadlock past the retries, answers 503 ``transient`` with Retry-After.
     """
 
     def decorate(view):
         @transaction.non_atomic_requests  # this wrapper's own transaction is the request's
         @functools.wraps(view)
         def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            request.access = access_record(request, kind, kwargs)
+            def attempt() -> HttpResponse:
+                return _attempt(view, request, kind, args, kwargs)
+
             try:
-                with transaction.atomic():
-                    response = _answer(view, request, args, kwargs, public=kind in PUBLIC_KINDS)
-                    write_audit(request, request.access, response)
+                return transient.run_retrying(attempt, logger=logger, what=_request_line(request))
             except Exception as error:  # noqa: BLE001 - an access that cannot be audited is refused
+                fault = transient.fault_of(error)
+                if fault is not None:
+                    return _transient_answer(request, fault, error)
                 _log_failure("audit entry could not be written", request, error)
                 return outcome_response(FhirError(500, "exception", "The access could not be audited"))
-            return response
 
         return wrapped
 
     return decorate
+
+
+def _attempt(view, request: HttpRequest, kind: str, args, kwargs) -> HttpResponse:
+    """One run of the request and its audit entry in one transaction; a rerun starts afresh.
+
+    The body stays readable (``request.body`` is kept), and what an earlier attempt noted
+    about the access (its writes, the access context) is dropped with its rollback.
+    """
+    request.access = access_record(request, kind, kwargs)
+    request.__dict__.pop("access_context", None)
+    with transaction.atomic():
+        response = _answer(view, request, args, kwargs, public=kind in PUBLIC_KINDS)
+        write_audit(request, request.access, response)
+    return response
+
+
+def transient_error(fault: transient.Fault) -> FhirError:
+    """503 ``transient`` with Retry-After: nothing was applied, the same request may be sent again."""
+    return FhirError(503, "transient", fault.value, headers={"Retry-After": transient.retry_after()})
+
+
+def _transient_answer(request: HttpRequest, fault: transient.Fault, error: Exception) -> HttpResponse:
+    """The 503, logged once; audited in a transaction of its own when the database is up."""
+    transient.log_fault(logger, f"FHIR {_request_line(request)}", fault, error)
+    response = outcome_response(transient_error(fault))
+    response._has_been_logged = True  # django.request would log the same failure again
+    if fault is not transient.Fault.DATABASE:
+        try:
+            with transaction.atomic():
+                write_audit(request, request.access, response)
+        except Exception as audit_error:  # noqa: BLE001 - the refusal stands either way
+            logger.error("audit of a refused request failed (%s)", type(audit_error).__name__)
+    return response
+
+
+def _request_line(request: HttpRequest) -> str:
+    return f"{request.method} {request.path}"
 
 
 def _answer(view, request: HttpRequest, args, kwargs, *, public: bool) -> HttpResponse:
@@ -189,6 +232,8 @@ def _answer(view, request: HttpRequest, args, kwargs, *, public: bool) -> HttpRe
     except RequestDataTooBig:
         return outcome_response(FhirError(413, "too-costly", "The request body is too large"))
     except Exception as error:  # noqa: BLE001 - the one place that must answer no matter what
+        if transient.fault_of(error) is not None:
+            raise  # the whole transaction goes: fhir_endpoint reruns it or answers 503
         _log_failure("FHIR request failed", request, error)
         return outcome_response(FhirError(500, "exception", "Internal error; the request was not applied"))
 

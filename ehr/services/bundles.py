@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
 from ehr import fhirjson
+from ehr.fhir import ID_PATTERN
 from ehr.fhir import FhirError, issue, json_error, operation_outcome, parse_resource, require_resource_type
 from ehr.models import Resource
 
@@ -128,6 +129,7 @@ def _parse_entry(index: int, raw: str) -> Entry:
 
 
 def _run_transaction(entries: list[Entry], context: Context) -> None:
+    _lock_targets(entries)
     identities = _assign_identities(entries, context)
     for entry in entries:
         if entry.resource_text is not None:
@@ -146,6 +148,33 @@ def _run_transaction(entries: list[Entry], context: Context) -> None:
                             issues=error.issues) from None
         if status >= 400:
             raise FhirError(status, "processing", f"entry[{entry.index}] {entry.method} {entry.url} failed")
+
+
+def _lock_targets(entries: list[Entry]) -> None:
+    """Lock what the transaction's entries will write, in the canonical order, before any write.
+
+    Entries run in the Bundle's order, so two Bundles naming the same resources in opposite
+    orders would each hold what the other waits for (a deadlock, formerly a 500). Taken up
+    front: the criteria of conditional entries and the ids of PUT/DELETE entries (advisory),
+    then the rows of those ids that exist (``FOR UPDATE``). What only a conditional entry's
+    match reveals is locked when it runs; a rare deadlock left there is rerun by the door.
+    """
+    keys: set[str] = set()
+    rows: set[tuple[str, str]] = set()
+    for entry in entries:
+        if "\x00" in entry.url + (entry.if_none_exist or ""):
+            continue  # PostgreSQL text cannot hold it: a 400 when the entry runs
+        resource_type, logical_id = _split_url(entry.url)
+        query = entry.url.partition("?")[2]
+        criteria = entry.if_none_exist if entry.method == "POST" else query
+        if entry.method in ("POST", "PUT", "DELETE") and criteria:
+            pairs = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+            if pairs:  # none is a 400 when the entry runs
+                keys.add(single.criteria_lock_key(resource_type, pairs))
+        elif entry.method in ("PUT", "DELETE") and logical_id and ID_PATTERN.fullmatch(logical_id):
+            keys.add(single.id_lock_key(resource_type, logical_id))
+            rows.add((resource_type, logical_id))
+    single.locks_take(keys=keys, rows=rows)
 
 
 def _assign_identities(entries: list[Entry], context: Context) -> dict[str, str]:

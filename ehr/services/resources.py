@@ -165,6 +165,42 @@ def resource_delete(*, resource_type: str, logical_id: str) -> Resource:
         return row if row.deleted else mark_deleted(row)
 
 
+def criteria_lock_key(resource_type: str, criteria: list[tuple[str, str]]) -> str:
+    """The advisory lock key of conditional criteria: the same criteria in any order, one key."""
+    return resource_type + "?" + "&".join(f"{k}={v}" for k, v in sorted(criteria))
+
+
+def id_lock_key(resource_type: str, logical_id: str) -> str:
+    """The advisory lock key of a resource id, existing or not (a '/' where criteria have a '?')."""
+    return f"{resource_type}/{logical_id}"
+
+
+def locks_take(*, keys: set[str], rows: set[tuple[str, str]]) -> None:
+    """Take advisory locks, then row locks, each in one canonical order, before any write.
+
+    Two transactions that lock the same things in different orders deadlock (PostgreSQL
+    aborts one); locking everything up front, advisory keys by their hash and rows by
+    (resource_type, logical_id), makes them queue instead. An advisory lock per id covers
+    the ids nobody holds yet, whose concurrent inserts would otherwise wait on each other's
+    unique-key entries in entry order. Both are re-entrant: the writes that follow take
+    the same locks again without waiting.
+    """
+    if keys:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT hashtextextended(k, 0) AS h"
+                           " FROM unnest(%s::text[]) AS k ORDER BY h) AS ordered", [sorted(keys)])
+    if rows:
+        by_type: dict[str, list[str]] = {}
+        for resource_type, logical_id in rows:
+            by_type.setdefault(resource_type, []).append(logical_id)
+        wanted = Q()
+        for resource_type, ids in by_type.items():
+            wanted |= Q(resource_type=resource_type, logical_id__in=ids)
+        # FOR UPDATE locks rows as the sort returns them: in (resource_type, logical_id) order.
+        list(Resource.objects.select_for_update().filter(wanted)
+             .order_by("resource_type", "logical_id").values_list("pk", flat=True))
+
+
 def _locked(resource_type: str, logical_id: str) -> Resource | None:
     return (Resource.objects.select_for_update()
             .filter(resource_type=resource_type, logical_id=logical_id).first())
@@ -204,9 +240,9 @@ def _conditional_matches(resource_type: str, criteria: list[tuple[str, str]],
     """
     from ehr.search import SearchError, parse_search, run_search
 
-    key = resource_type + "?" + "&".join(f"{k}={v}" for k, v in sorted(criteria))
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                       [criteria_lock_key(resource_type, criteria)])
     try:
         query = parse_search(resource_type, [*criteria, ("_count", str(MAX_CONDITIONAL_MATCHES))],
                              strict=True)

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from ehr.api import transient
 from ehr.api.audit import AccessRecord, write_audit
 from ehr.api.http import authenticate
 from ehr.fhir import FhirError
@@ -54,7 +55,8 @@ def dicomweb_endpoint(**interactions: str):
     its audit entry carries: create for STOW-RS, search-type for QIDO-RS, read for WADO-RS.
     The view and its audit entry share one transaction; a request that fails is rolled back
     whole and its audit entry written in a transaction of its own (no savepoint round trips
-    on the way that succeeds).
+    on the way that succeeds). A transient fault (``ehr.api.transient``) takes the whole
+    transaction: a deadlock runs it again, an outage answers 503 with Retry-After.
     """
     fallback = next(iter(interactions.values()))
 
@@ -65,21 +67,19 @@ def dicomweb_endpoint(**interactions: str):
         def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             method = "get" if request.method == "HEAD" else request.method.lower()
             interaction = interactions.get(method, fallback)
-            request.access = AccessRecord(interaction=interaction)
-            if interaction.startswith("search"):
-                request.access.query = request.META.get("QUERY_STRING", "")[:2000]
+
+            def attempt() -> HttpResponse:
+                return _attempt(view, request, interaction, args, kwargs)
+
             try:
-                try:
-                    with transaction.atomic():
-                        response = _answer(view, request, args, kwargs)
-                        write_audit(request, request.access, response)
-                except _Failed as failed:  # rolled back: nothing the view wrote is kept
-                    response = failed.response
-                    with transaction.atomic():
-                        write_audit(request, request.access, response)
+                response = transient.run_retrying(attempt, logger=logger, what=f"DICOMweb {_line(request)}")
             except Exception as error:  # noqa: BLE001 - an access that cannot be audited is refused
-                _log_failure("audit entry could not be written", request, error)
-                response = error_response(500, "The access could not be audited")
+                fault = transient.fault_of(error)
+                if fault is not None:
+                    response = _transient_answer(request, fault, error)
+                else:
+                    _log_failure("audit entry could not be written", request, error)
+                    response = error_response(500, "The access could not be audited")
             if response.status_code >= 400:
                 _drain(request)
             return response
@@ -87,6 +87,41 @@ def dicomweb_endpoint(**interactions: str):
         return wrapped
 
     return decorate
+
+
+def _attempt(view, request: HttpRequest, interaction: str, args, kwargs) -> HttpResponse:
+    """One run of the view and its audit entry; a rerun (after a deadlock) starts afresh."""
+    request.access = AccessRecord(interaction=interaction)
+    request.__dict__.pop("access_context", None)
+    if interaction.startswith("search"):
+        request.access.query = request.META.get("QUERY_STRING", "")[:2000]
+    try:
+        with transaction.atomic():
+            response = _answer(view, request, args, kwargs)
+            write_audit(request, request.access, response)
+    except _Failed as failed:  # rolled back: nothing the view wrote is kept
+        response = failed.response
+        with transaction.atomic():
+            write_audit(request, request.access, response)
+    return response
+
+
+def _transient_answer(request: HttpRequest, fault: transient.Fault, error: Exception) -> HttpResponse:
+    """503 with Retry-After, logged once; audited on its own when the database is up."""
+    transient.log_fault(logger, f"DICOMweb {_line(request)}", fault, error)
+    response = error_response(503, fault.value, {"Retry-After": transient.retry_after()})
+    response._has_been_logged = True  # django.request would log the same failure again
+    if fault is not transient.Fault.DATABASE:
+        try:
+            with transaction.atomic():
+                write_audit(request, request.access, response)
+        except Exception as audit_error:  # noqa: BLE001 - the refusal stands either way
+            logger.error("audit of a refused DICOMweb request failed (%s)", type(audit_error).__name__)
+    return response
+
+
+def _line(request: HttpRequest) -> str:
+    return f"{request.method} {request.path}"
 
 
 class _Failed(Exception):
@@ -108,6 +143,8 @@ def _answer(view, request: HttpRequest, args, kwargs) -> HttpResponse:
     except RequestDataTooBig:
         raise _Failed(error_response(413, "The request body is too large")) from None
     except Exception as error:  # noqa: BLE001 - the one place that must answer no matter what
+        if transient.fault_of(error) is not None:
+            raise  # the whole transaction goes: dicomweb_endpoint reruns it or answers 503
         _log_failure("DICOMweb request failed", request, error)
         raise _Failed(error_response(500, "Internal error; the request was not applied")) from None
 

@@ -6,7 +6,7 @@ C-STORE and STOW-RS both call it. ``study_sync_fhir`` keeps each study's Imaging
 """
 
 from .audit import dimse_store_audit
-from .deid import DeidentificationUnavailable, instance_deidentify, instances_deidentify_pending
+from .deid import DeidentificationUnavailable, deidentify_queue, instance_deidentify, instances_deidentify_pending
 from .fhir import _ENDPOINTS_SEEN as _ENDPOINTS_SEEN  # noqa: F401 - tests reset it
 from .fhir import study_sync_fhir, study_sync_stale
 from .store import ALREADY_STORED, CONFLICT, STORED, StoreOutcome, instance_store, instances_store
@@ -17,6 +17,7 @@ __all__ = [
     "STORED",
     "DeidentificationUnavailable",
     "StoreOutcome",
+    "deidentify_queue",
     "dimse_store_audit",
     "instance_deidentify",
     "instance_store",

@@ -111,6 +111,7 @@ def instances_store(*, incoming: list[IncomingInstance], organization_id: str,
             results[index] = StoreOutcome(row, STORED)
         if created and settings.IMAGING_DEIDENTIFY_ON_INGEST:
             ids = [row.pk for row in created]
+            # The rows are the outbox (``deid_queued_at`` NULL): a publish that fails is the sweep's.
             transaction.on_commit(lambda: deidentify_queue(ids), robust=True)
     for index, result in enumerate(results):
         if isinstance(result, _RepeatOf):

@@ -26,6 +26,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ehr.access import policy
+from ehr.api import transient
 from ehr.api.audit import AccessRecord, write_audit
 from ehr.api.auditevents import AUDIT_LOG_REFUSED, audit_entries_readable
 from ehr.api.http import access_context, authenticate
@@ -108,15 +109,40 @@ class LedgerAPIView(APIView):
         return transaction.non_atomic_requests(super().as_view(**initkwargs))
 
     def dispatch(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        """The answer and its audit entry commit together; an access that cannot be audited is refused."""
-        request.access = self.access = AccessRecord(interaction="read")
-        try:
+        """The answer and its audit entry commit together; an access that cannot be audited is refused.
+
+        A transient fault (database, chain: ``ehr.api.transient``) answers 503 with Retry-After,
+        after rerunning the transaction if it was a deadlock.
+        """
+        def attempt() -> HttpResponse:
+            request.access = self.access = AccessRecord(interaction="read")
+            request.__dict__.pop("access_context", None)
             with transaction.atomic():
                 response = self._answer(request, *args, **kwargs)
                 write_audit(request, self.access, response)
+            return response
+
+        try:
+            return transient.run_retrying(attempt, logger=logger, what=f"{request.method} {request.path}")
         except Exception as error:  # noqa: BLE001 - an access that cannot be audited is refused
+            fault = transient.fault_of(error)
+            if fault is not None:
+                return self._transient_answer(request, fault, error)
             _log_failure("audit entry could not be written", request, error)
             return _fixed_error(500, "not_audited", "the access could not be audited")
+
+    def _transient_answer(self, request: HttpRequest, fault: transient.Fault, error: Exception) -> HttpResponse:
+        """503 ``unavailable`` with Retry-After, logged once; audited on its own when the database is up."""
+        transient.log_fault(logger, f"ledger {request.method} {request.path}", fault, error)
+        response = _fixed_error(503, "unavailable", fault.value[0].lower() + fault.value[1:])
+        response["Retry-After"] = transient.retry_after()
+        response._has_been_logged = True  # django.request would log the same failure again
+        if fault is not transient.Fault.DATABASE:
+            try:
+                with transaction.atomic():
+                    write_audit(request, self.access, response)
+            except Exception as audit_error:  # noqa: BLE001 - the refusal stands either way
+                logger.error("audit of a refused ledger request failed (%s)", type(audit_error).__name__)
         return response
 
     def _answer(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
@@ -125,6 +151,8 @@ class LedgerAPIView(APIView):
             with transaction.atomic():
                 return super().dispatch(request, *args, **kwargs)
         except Exception as error:  # noqa: BLE001 - the one place that must answer no matter what
+            if transient.fault_of(error) is not None:
+                raise  # the whole transaction goes: dispatch reruns it or answers 503
             _log_failure("ledger request failed", request, error)
             return _fixed_error(500, "internal", "internal error; nothing was done")
 

@@ -11,6 +11,18 @@ each step commits on its own, so a crash or an unreachable node loses nothing:
 The listener reads ``Granted`` and ``Revoked`` events of this node's key up to the block
 that has CONSENT_CONFIRMATIONS confirmations and updates the mirror: only then does a
 pending grant become active. Revocations never wait for it (see ``tokens``).
+
+A chain may drop blocks it had mined (a reorganization, a node restored from an older state),
+so each tick first re-checks the CONSENT_RECHECK_TRANSACTIONS newest mined transactions:
+
+    mined, its receipt gone    --> queued (re-signed at the chain's nonce, with every later one
+                                   of this key still in flight, so no nonce gap is left behind)
+    mined, in another block    --> mined, block number updated
+
+Fail closed: a lost grant's token goes back to pending (refused) until its grant is confirmed
+again; a lost revoke's token stays revoked in the mirror (refused) while the revoke is resent.
+The listener's cursor moves back to before the lost block (and never past the chain's head),
+so the events of the transactions mined again are read again (applying them is idempotent).
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ class SyncReport:
     resent: int = 0
     requeued: int = 0
     mined: int = 0
+    lost: int = 0
     confirmed: int = 0
     revoked: int = 0
     failed: list[str] = field(default_factory=list)
@@ -63,6 +76,7 @@ def consent_sync(*, client: ChainClient, now: datetime | None = None) -> SyncRep
             return report
         try:
             contract = registry_address(client)
+            _recheck(client, contract, report)
             _send_queued(client, contract, now or timezone.now(), report)
             _follow_sent(client, contract, now or timezone.now(), report)
             _listen(client, contract, report)
@@ -126,9 +140,13 @@ def _sign(client: ChainClient, build: Artifact, contract: str, chain_id: int, tx
 
 
 def _next_nonce(client: ChainClient, chain_id: int) -> int:
-    """The node's pending count, never below this key's last used nonce + 1."""
-    last = (ConsentChainTx.objects.filter(signer=client.address, chain_id=chain_id, nonce__isnull=False)
-            .exclude(status="queued").order_by("-nonce").values_list("nonce", flat=True).first())
+    """The node's pending count, never below the nonce + 1 of a transaction of this key in flight.
+
+    Mined ones are in the node's count; one the chain lost is not, and counting it would
+    leave a nonce gap after a reorganization (resynced from the chain instead).
+    """
+    last = (ConsentChainTx.objects.filter(signer=client.address, chain_id=chain_id, nonce__isnull=False,
+                                          status="sent").order_by("-nonce").values_list("nonce", flat=True).first())
     pending = client.nonce(client.address, pending=True)
     return pending if last is None else max(pending, last + 1)
 
@@ -176,6 +194,61 @@ def _nonce_taken(client: ChainClient, contract: str, tx: ConsentChainTx, report:
     tx.status, tx.raw_tx, tx.tx_hash, tx.nonce, tx.sent_at = "queued", None, None, None, None
     tx.save()
     report.requeued += 1
+
+
+# --- reorganizations -------------------------------------------------------------------------
+
+def _recheck(client: ChainClient, contract: str, report: SyncReport) -> None:
+    """Find the newest mined transactions the chain no longer holds and send them again."""
+    mined = (ConsentChainTx.objects.filter(status="mined", signer=client.address, contract=contract,
+                                           block_number__isnull=False)  # no block: settled by effect
+             .select_related("token").order_by("-id")[:settings.CONSENT_RECHECK_TRANSACTIONS])
+    lost = []
+    for tx in mined:
+        receipt = client.receipt(tx.tx_hash)
+        if receipt is None:
+            lost.append(tx)
+        elif receipt["block_number"] != tx.block_number:
+            _moved(tx, receipt["block_number"])
+    rewind_to = min([client.block_number(), *(tx.block_number - 1 for tx in lost)])
+    with transaction.atomic():
+        if lost:
+            _requeue_lost(client, lost, report)
+        _rewind_cursor(client, rewind_to)
+
+
+def _moved(tx: ConsentChainTx, block: int) -> None:
+    """Same transaction, another block (a reorg mined it again): follow it, nothing else changes."""
+    with transaction.atomic():
+        tx.block_number = block
+        tx.save(update_fields=["block_number"])
+        field = "grant_block" if tx.action == ConsentChainTx.GRANT else "revoke_block"
+        ConsentToken.objects.filter(pk=tx.token_id).update(**{field: block})
+
+
+def _requeue_lost(client: ChainClient, lost: list[ConsentChainTx], report: SyncReport) -> None:
+    """Back to the outbox: the lost ones, and every later one still in flight (their nonces
+    would wait behind the lost ones forever). A lost grant no longer counts."""
+    later = ConsentChainTx.objects.filter(status="sent", signer=client.address,
+                                          nonce__gt=min(tx.nonce for tx in lost))
+    for tx in [*lost, *later.select_related("token")]:
+        if tx.action == ConsentChainTx.GRANT:
+            ConsentToken.objects.filter(pk=tx.token_id, status=ConsentToken.ACTIVE).update(
+                status=ConsentToken.PENDING, confirmed_at=None)
+            ConsentToken.objects.filter(pk=tx.token_id).update(grant_tx_hash=None, grant_block=None)
+        else:
+            ConsentToken.objects.filter(pk=tx.token_id).update(revoke_tx_hash=None, revoke_block=None)
+        tx.status, tx.raw_tx, tx.tx_hash, tx.nonce, tx.sent_at, tx.block_number = (
+            "queued", None, None, None, None, None)
+        tx.save()
+        logger.warning("consent %s of token %s is no longer on chain; sending it again", tx.action,
+                       tx.token.token_id)
+    report.lost += len(lost)
+
+
+def _rewind_cursor(client: ChainClient, block: int) -> None:
+    """Never past ``block``: events above it are re-read once the chain mines them (again)."""
+    ChainCursor.objects.filter(name=LISTENER, block__gt=block).update(block=block)
 
 
 # --- listening --------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ledger.audit import LedgerDiffers, audit_verify
+from ledger.models import AnchorBatch
 
 
 class Command(BaseCommand):
@@ -22,3 +23,7 @@ class Command(BaseCommand):
         except LedgerDiffers as error:
             raise CommandError(str(error)) from None
         self.stdout.write(f"ok: {entries} entries, {batches} batches")
+        for batch in AnchorBatch.objects.filter(reorgs__gt=0).exclude(status="confirmed").order_by("first_seq"):
+            self.stdout.write(f"note: batch {batch.first_seq}..{batch.last_seq} was lost by the chain and "
+                              f"is being re-anchored ({batch.status}): its entries are not anchored until "
+                              "it is confirmed again (manage.py ledger_reanchor, or wait for the beat)")
