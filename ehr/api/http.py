@@ -204,15 +204,9 @@ def transient_error(fault: transient.Fault) -> FhirError:
 
 def _transient_answer(request: HttpRequest, fault: transient.Fault, error: Exception) -> HttpResponse:
     """The 503, logged once; audited in a transaction of its own when the database is up."""
-    transient.log_fault(logger, f"FHIR {_request_line(request)}", fault, error)
     response = outcome_response(transient_error(fault))
-    response._has_been_logged = True  # django.request would log the same failure again
-    if fault is not transient.Fault.DATABASE:
-        try:
-            with transaction.atomic():
-                write_audit(request, request.access, response)
-        except Exception as audit_error:  # noqa: BLE001 - the refusal stands either way
-            logger.error("audit of a refused request failed (%s)", type(audit_error).__name__)
+    transient.refusal_finish(response, logger=logger, what=f"FHIR {_request_line(request)}", fault=fault,
+                             error=error, audit=lambda: write_audit(request, request.access, response))
     return response
 
 

@@ -24,7 +24,7 @@ import redis.exceptions
 from django.conf import settings
 from django.db import InterfaceError as DjangoInterfaceError
 from django.db import OperationalError as DjangoOperationalError
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 
 from ledger.chain.errors import LedgerUnavailable
 
@@ -127,3 +127,19 @@ def log_fault(logger: logging.Logger, what: str, fault: Fault, error: BaseExcept
     """One line per refused request: the fault and the error's type, never its message (values)."""
     logger.error("%s: %s unavailable (%s), answered retry later", what, fault.name.lower(),
                  type(error).__name__)
+
+
+def refusal_finish(response, *, logger: logging.Logger, what: str, fault: Fault, error: BaseException,
+                   audit: Callable[[], None]) -> None:
+    """What every door does with its 503: log it once (and not again through django.request),
+    and audit it in a transaction of its own unless the database itself is what is down."""
+    log_fault(logger, what, fault, error)
+    response["Retry-After"] = retry_after()
+    response._has_been_logged = True
+    if fault is Fault.DATABASE:
+        return
+    try:
+        with transaction.atomic():
+            audit()
+    except Exception as audit_error:  # noqa: BLE001 - the refusal stands either way
+        logger.error("audit of a refused request (%s) failed (%s)", what, type(audit_error).__name__)

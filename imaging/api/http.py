@@ -108,15 +108,9 @@ def _attempt(view, request: HttpRequest, interaction: str, args, kwargs) -> Http
 
 def _transient_answer(request: HttpRequest, fault: transient.Fault, error: Exception) -> HttpResponse:
     """503 with Retry-After, logged once; audited on its own when the database is up."""
-    transient.log_fault(logger, f"DICOMweb {_line(request)}", fault, error)
-    response = error_response(503, fault.value, {"Retry-After": transient.retry_after()})
-    response._has_been_logged = True  # django.request would log the same failure again
-    if fault is not transient.Fault.DATABASE:
-        try:
-            with transaction.atomic():
-                write_audit(request, request.access, response)
-        except Exception as audit_error:  # noqa: BLE001 - the refusal stands either way
-            logger.error("audit of a refused DICOMweb request failed (%s)", type(audit_error).__name__)
+    response = error_response(503, fault.value)
+    transient.refusal_finish(response, logger=logger, what=f"DICOMweb {_line(request)}", fault=fault,
+                             error=error, audit=lambda: write_audit(request, request.access, response))
     return response
 
 

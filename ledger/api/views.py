@@ -133,16 +133,9 @@ class LedgerAPIView(APIView):
 
     def _transient_answer(self, request: HttpRequest, fault: transient.Fault, error: Exception) -> HttpResponse:
         """503 ``unavailable`` with Retry-After, logged once; audited on its own when the database is up."""
-        transient.log_fault(logger, f"ledger {request.method} {request.path}", fault, error)
         response = _fixed_error(503, "unavailable", fault.value[0].lower() + fault.value[1:])
-        response["Retry-After"] = transient.retry_after()
-        response._has_been_logged = True  # django.request would log the same failure again
-        if fault is not transient.Fault.DATABASE:
-            try:
-                with transaction.atomic():
-                    write_audit(request, self.access, response)
-            except Exception as audit_error:  # noqa: BLE001 - the refusal stands either way
-                logger.error("audit of a refused ledger request failed (%s)", type(audit_error).__name__)
+        transient.refusal_finish(response, logger=logger, what=f"ledger {request.method} {request.path}",
+                                 fault=fault, error=error, audit=lambda: write_audit(request, self.access, response))
         return response
 
     def _answer(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
