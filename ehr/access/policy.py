@@ -263,7 +263,7 @@ def authorize(ctx: AccessContext, interaction: str, resource_type: str,
               logical_id: str | None = None) -> Resource | None:
     """Type-level check, then the stored resource's (for an instance interaction); returns it."""
     check_type(ctx, resource_type, interaction)
-    if logical_id is not None and interaction in WRITES:
+    if logical_id is not None and interaction == "delete":  # writes are checked on the row written
         _check_claim(ctx, resource_type, logical_id)
     if logical_id is not None:
         return check_existing(ctx, resource_type, logical_id, interaction)

@@ -49,7 +49,8 @@ def bundle_response(text: str) -> HttpResponse:
     Raised inside the view's transaction, so a refused answer also keeps none of its writes.
     """
     limit = settings.FHIR_MAX_RESPONSE_BYTES
-    if len(text) > limit or len(text.encode("utf-8")) > limit:
+    # Encoded only when it could matter: UTF-8 takes at most 4 bytes a character.
+    if len(text) > limit or (len(text) * 4 > limit and len(text.encode("utf-8")) > limit):
         raise FhirError(413, "too-costly", f"The answer would exceed {limit} bytes; ask for less "
                                            "(a smaller _count, fewer Bundle entries)")
     return fhir_response(text)

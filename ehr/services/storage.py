@@ -176,7 +176,9 @@ def _patient_missing(row: Resource) -> None:
 @contextmanager
 def patients_settled_at_end() -> Iterator[None]:
     """Let a transaction Bundle write records before the Patient they belong to (a PUT comes
-    after the POSTs); at its end every such patient must exist, and owns those records."""
+    after the POSTs); at its end every such patient must exist and belong to the writer, who
+    owns those records already. A Patient that another hospital registered meanwhile (committed
+    while the Bundle ran) is refused like one that does not exist, never adopted."""
     token = _awaiting_patients.set([])
     try:
         yield
@@ -185,11 +187,8 @@ def patients_settled_at_end() -> Iterator[None]:
         _awaiting_patients.reset(token)
     owners = _stored_patient_owners({row.patient_id for row in awaiting})
     for row in awaiting:
-        if row.patient_id not in owners:
+        if row.patient_id not in owners or owners[row.patient_id] != row.organization_id:
             _patient_missing(row)
-        if row.organization_id != owners[row.patient_id]:
-            row.organization_id = owners[row.patient_id]
-            Resource.objects.filter(pk=row.pk).update(organization_id=row.organization_id)
 
 
 def compartment_patient(resource_type: str, values: IndexValues) -> str | None:

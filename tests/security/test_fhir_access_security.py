@@ -339,3 +339,20 @@ def test_anonymous_and_empty_foreign_requests_name_no_patient(client, hospital_b
     assert hospital_b.clinician.get(f"/fhir/Observation?patient={patient_of_a['id']}").json()["total"] == 0
 
     assert [entry.patient_id for entry in audit_entries_since(audit)] == [None, None]
+
+
+def test_a_patient_another_hospital_registers_while_a_bundle_runs_is_not_adopted():
+    """Found in review: the end-of-Bundle check used to hand B's early records to A's new Patient."""
+    from ehr.fhir import FhirError, parse_resource
+    from ehr.services.storage import Pending, insert_new, patients_settled_at_end
+
+    def pending(resource: dict, organization_id: str) -> Pending:
+        text = json.dumps(resource)
+        return Pending(resource["resourceType"], resource.get("id") or "obs-early", text,
+                       parse_resource(text, expected_type=resource["resourceType"]), "POST", organization_id)
+
+    with pytest.raises(FhirError) as refused, patients_settled_at_end():
+        insert_new([pending(observation("Patient/late"), HOSPITAL_B)])  # no Patient/late yet
+        insert_new([pending({**patient(), "id": "late"}, HOSPITAL_A)])  # A registers it meanwhile
+
+    assert refused.value.status == 422 and "Patient/late" in refused.value.diagnostics
