@@ -9,6 +9,7 @@ docs/fhir.md for the differences).
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from functools import cache
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -17,7 +18,13 @@ from pydantic import ValidationError
 
 from . import fhirjson
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+# The one definition of FHIR ids, resource type names and relative references (R4 id datatype:
+# 1-64 of A-Z a-z 0-9 - .); routes, search, indexing, audit and imaging all use these.
+ID = r"[A-Za-z0-9\-.]{1,64}"
+TYPE = r"[A-Z][A-Za-z]{1,63}"  # a resource type name fits the 64-character index column
+ID_PATTERN = re.compile(ID)
+TYPE_PATTERN = re.compile(TYPE)
+RELATIVE_REFERENCE = re.compile(rf"({TYPE})/({ID})(?:/_history/{ID})?")  # Type/id[/_history/vid]
 MAX_ISSUES = 20
 ISSUE_CODES = {"missing": "required", "extra_forbidden": "structure"}
 
@@ -162,3 +169,8 @@ def patient_not_writable(resource_type: str, patient_id: str) -> FhirError:
     whether the patient does not exist or is another hospital's (no existence oracle)."""
     return FhirError(422, "processing", f"{resource_type} is in the compartment of Patient/{patient_id}, "
                                         "which is not a patient this account may write for")
+
+
+def instant(moment: datetime) -> str:
+    """A FHIR instant in UTC with a Z, as written in meta.lastUpdated and Bundle envelopes."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -20,6 +20,7 @@ from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
 from functools import cache, lru_cache
 
 from . import searchparams
+from .fhir import ID, RELATIVE_REFERENCE, TYPE
 from .searchparams import Branch, Plan
 
 CURRENCY_SYSTEM = "urn:iso:std:iso:4217"  # Money.currency is an ISO 4217 code
@@ -423,11 +424,8 @@ def _timing(out: IndexValues, param: str, node, target: str | None) -> None:
 # ---------------------------------------------------------------------------------------------
 # References
 
-_ID = r"[A-Za-z0-9\-.]{1,64}"
-_TYPE = r"[A-Z][A-Za-z]{0,63}"  # the index column holds 64 characters
-_RELATIVE = re.compile(rf"({_TYPE})/({_ID})(?:/_history/{_ID})?")
 _SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*:")  # not "Organization?identifier=..." (conditional)
-_ABSOLUTE = re.compile(rf"https?://\S+?/({_TYPE})/({_ID})(?:/_history/{_ID})?")
+_ABSOLUTE = re.compile(rf"https?://\S+?/({TYPE})/({ID})(?:/_history/{ID})?")
 
 
 def _reference(out: IndexValues, param: str, node, target: str | None) -> None:
@@ -435,7 +433,7 @@ def _reference(out: IndexValues, param: str, node, target: str | None) -> None:
     reference = node.get("reference") if type(node) is dict else None
     if type(reference) is not str or reference.startswith(("#", "urn:")):
         return
-    match = _RELATIVE.fullmatch(reference)
+    match = RELATIVE_REFERENCE.fullmatch(reference)
     if match:
         url = None
     else:

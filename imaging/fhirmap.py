@@ -10,12 +10,13 @@ import re
 from datetime import date
 from urllib.parse import quote
 
+from ehr.fhir import ID_PATTERN
+
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 TAG_SYSTEM = "https://carrack.health/fhir/CodeSystem/record-origin"
 AUTO_CREATED_TAG = {"system": TAG_SYSTEM, "code": "created-from-dicom",
                     "display": "Created from a received DICOM study"}
 _OID = re.compile(r"[0-9]+(\.[0-9]+)+")
-_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 GENDERS = {"M": "male", "F": "female", "O": "other"}
 
 
@@ -68,7 +69,7 @@ def human_name(person_name: str) -> dict | None:
 
 def endpoint_id(organization_id: str) -> str:
     candidate = f"dicomweb-{organization_id}"
-    return candidate if _FHIR_ID.fullmatch(candidate) else "dicomweb"
+    return candidate if ID_PATTERN.fullmatch(candidate) else "dicomweb"
 
 
 def endpoint_resource(*, logical_id: str, address: str) -> dict:

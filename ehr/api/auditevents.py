@@ -10,15 +10,14 @@ from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from ehr import fhirjson
+from ehr import envelope, fhirjson
 from ehr.access import policy
 from ehr.fhir import FhirError
 from ehr.models import AccessProfile, Resource, Role
 from ledger.models import AuditEntry
 
-from . import bundles
+from . import params
 from .http import access_context, base_url, fhir_endpoint, fhir_response
-from .views import _allow, _paging, _query_params
 
 DEFAULT_COUNT = 50
 MAX_COUNT = 500
@@ -28,34 +27,33 @@ SEARCH_PARAMS = ("patient", "_count", "_offset", "_total", "_format")
 @csrf_exempt
 @fhir_endpoint("auditevent-search")
 def search(request: HttpRequest, resource_type: str = "AuditEvent") -> HttpResponse:
-    _allow(request, "GET")
+    params.allow(request, "GET")
     ctx = access_context(request)
     _check_scope(ctx, "search")
-    params = _query_params(request)
-    unknown = sorted({name for name, _ in params if name not in SEARCH_PARAMS})
+    asked = params.query_params(request)
+    unknown = sorted({name for name, _ in asked if name not in SEARCH_PARAMS})
     if unknown:
         raise FhirError(400, "not-supported", f"AuditEvent supports patient, _count and _offset, not {unknown[0]}")
-    patient = _patient_param(params)
+    patient = _patient_param(asked)
     entries = AuditEntry.objects.filter(_entries_visible(ctx, patient))
     if patient is not None:
         entries = entries.filter(patient_id=patient)
         request.access.patient_id = patient  # allowed to read that patient's log: it is about them
-    offset, count = _paging(request, default=DEFAULT_COUNT)
+    offset, count = params.paging(request, default=DEFAULT_COUNT)
     count = min(count, MAX_COUNT)
     page = list(entries.order_by("-id")[offset:offset + count])
     total = entries.count()
     base = base_url(request)
-    links = bundles.paging_links(f"{base}/AuditEvent", params, offset=offset, count=count, total=total)
-    items = ",".join(f'{{"fullUrl":{fhirjson.dumps(f"{base}/AuditEvent/{entry.pk}")},'
-                     f'"resource":{_event_text(entry)},"search":{{"mode":"match"}}}}' for entry in page)
-    return fhir_response(f'{{"resourceType":"Bundle","type":"searchset","total":{total},'
-                         f'"link":{fhirjson.dumps(links)},"entry":[{items}]}}')
+    links = envelope.paging_links(f"{base}/AuditEvent", asked, offset=offset, count=count,
+                                  has_next=offset + count < total)
+    entries = [envelope.entry(f"{base}/AuditEvent/{entry.pk}", _event_text(entry)) for entry in page]
+    return fhir_response(envelope.bundle("searchset", entries, total=total, links=links))
 
 
 @csrf_exempt
 @fhir_endpoint("auditevent")
 def read(request: HttpRequest, resource_type: str, logical_id: str) -> HttpResponse:
-    _allow(request, "GET")
+    params.allow(request, "GET")
     ctx = access_context(request)
     _check_scope(ctx, "read")
     entry = (AuditEntry.objects.filter(pk=int(logical_id)).first()

@@ -2,10 +2,12 @@
 
 from django.urls import path, re_path
 
+from ehr import fhir
+
 from . import auditevents, views
 
-TYPE = r"(?P<resource_type>[A-Z][A-Za-z]{1,63})"
-ID = r"(?P<logical_id>[A-Za-z0-9\-.]{1,64})"
+TYPE = rf"(?P<resource_type>{fhir.TYPE})"
+ID = rf"(?P<logical_id>{fhir.ID})"
 
 urlpatterns = [
     path("metadata", views.metadata, name="fhir-metadata"),

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.urls import Resolver404, resolve
-from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
-from ehr import selectors, services
+from ehr import envelope, selectors, services
 from ehr.access import policy
 from ehr.fhir import FhirError
 from ehr.models import Resource
 from ehr.search import SearchError, parse_search, run_search, searchset_bundle
 
-from . import bundles
+from . import bundles, params
 from .capability import capability_statement
 from .http import (
     access_context,
@@ -29,13 +28,12 @@ from .http import (
     written_response,
 )
 
-MAX_OFFSET = 2**31 - 1  # PostgreSQL's OFFSET/LIMIT take bigints; anything larger is an error
 
 
 @csrf_exempt
 @fhir_endpoint("metadata")
 def metadata(request: HttpRequest) -> HttpResponse:
-    _allow(request, "GET")
+    params.allow(request, "GET")
     version = requested_fhir_version(request)
     statement = capability_statement(base_url(request), fhir_version=version)
     return fhir_response(statement, fhir_version=statement["fhirVersion"])
@@ -45,47 +43,48 @@ def metadata(request: HttpRequest) -> HttpResponse:
 @fhir_endpoint("system")
 def system(request: HttpRequest) -> HttpResponse:
     """The base URL: POST a batch/transaction Bundle, GET a search over all types."""
-    _allow(request, "GET", "POST")
+    params.allow(request, "GET", "POST")
     if request.method == "POST":
         ctx = access_context(request)
         wants_resources = prefer(request, "return") == "representation"
         request.access.interaction, body = services.bundle_process(
-            text=_body(request), handle_get=_get_handler(request), return_resources=wants_resources,
+            text=params.body_text(request), handle_get=_get_handler(request), return_resources=wants_resources,
             organization_id=ctx.organization_id, authorize=_entry_authorizer(ctx),
             visible=policy.visible(ctx, "update"), written=request.access.written,
         )
         return bundle_response(body)
-    return _search(request, None, _query_params(request))
+    return _search(request, None, params.query_params(request))
 
 
 @csrf_exempt
 @fhir_endpoint("system-search")
 def system_search(request: HttpRequest) -> HttpResponse:
-    _allow(request, "POST")
-    return _search(request, None, _post_params(request))
+    params.allow(request, "POST")
+    return _search(request, None, params.post_params(request))
 
 
 @csrf_exempt
 @fhir_endpoint("history")
 def history(request: HttpRequest, resource_type: str | None = None, logical_id: str | None = None):
-    _allow(request, "GET")
+    params.allow(request, "GET")
     ctx = access_context(request)
     stored = None
     if resource_type:
         stored = policy.authorize(ctx, "history", resource_type, logical_id)
     else:
         policy.check_role(ctx, "history")
-    params = _query_params(request)
-    offset, count = _paging(request, default=selectors.HISTORY_DEFAULT_COUNT)
+    asked = params.query_params(request)
+    offset, count = params.paging(request, default=selectors.HISTORY_DEFAULT_COUNT)
     # An emergency opens the history of one resource of one patient, never a type's or the server's.
     emergency_patient = stored.patient_id if stored is not None and logical_id else None
     page = selectors.history(resource_type=resource_type, logical_id=logical_id,
-                             since=_since(request), offset=offset, count=count,
+                             since=params.since(request), offset=offset, count=count,
                              visible=policy.visible(ctx, "history", emergency_patient=emergency_patient))
     _name_patients(request, {version.patient_id for version in page.versions})
     base = base_url(request)
     self_url = base + "/" + "/".join(p for p in (resource_type, logical_id, "_history") if p)
-    links = bundles.paging_links(self_url, params, offset=offset, count=page.count, total=page.total)
+    links = envelope.paging_links(self_url, asked, offset=offset, count=page.count,
+                                  has_next=offset + page.count < page.total)
     return bundle_response(bundles.history_bundle(page.versions, base_url=base, total=page.total, links=links))
 
 
@@ -93,11 +92,11 @@ def history(request: HttpRequest, resource_type: str | None = None, logical_id: 
 @fhir_endpoint("type")
 def type_root(request: HttpRequest, resource_type: str) -> HttpResponse:
     """GET searches, POST creates (If-None-Exist: conditional), PUT with criteria updates."""
-    _allow(request, "GET", "POST", "PUT")
+    params.allow(request, "GET", "POST", "PUT")
     if request.method == "POST":
         ctx = access_context(request)
         policy.authorize(ctx, "create", resource_type)
-        outcome = services.resource_create(resource_type=resource_type, text=_body(request),
+        outcome = services.resource_create(resource_type=resource_type, text=params.body_text(request),
                                            if_none_exist=request.headers.get("If-None-Exist"),
                                            organization_id=ctx.organization_id,
                                            visible=policy.visible(ctx, "create"))
@@ -108,32 +107,32 @@ def type_root(request: HttpRequest, resource_type: str) -> HttpResponse:
         query = request.META.get("QUERY_STRING", "")
         policy.authorize(ctx, "update", resource_type)
         outcome = services.resource_conditional_update(
-            resource_type=resource_type, query=query, text=_body(request), organization_id=ctx.organization_id,
+            resource_type=resource_type, query=query, text=params.body_text(request), organization_id=ctx.organization_id,
             visible=policy.visible(ctx, "update"),
         )
         policy.check_written(ctx, outcome.resource)
         return written_response(request, outcome.resource, outcome.status, base_url(request))
-    return _search(request, resource_type, _query_params(request))
+    return _search(request, resource_type, params.query_params(request))
 
 
 @csrf_exempt
 @fhir_endpoint("type-search")
 def type_search(request: HttpRequest, resource_type: str) -> HttpResponse:
-    _allow(request, "POST")
-    return _search(request, resource_type, _post_params(request))
+    params.allow(request, "POST")
+    return _search(request, resource_type, params.post_params(request))
 
 
 @csrf_exempt
 @fhir_endpoint("instance")
 def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpResponse:
-    _allow(request, "GET", "HEAD", "PUT", "PATCH", "DELETE")
+    params.allow(request, "GET", "HEAD", "PUT", "PATCH", "DELETE")
     base = base_url(request)
     ctx = access_context(request)
     interaction = {"PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(request.method, "read")
     stored = policy.authorize(ctx, interaction, resource_type, logical_id)
     if request.method == "PUT":
         outcome = services.resource_update(resource_type=resource_type, logical_id=logical_id,
-                                           text=_body(request), if_match=request.headers.get("If-Match"),
+                                           text=params.body_text(request), if_match=request.headers.get("If-Match"),
                                            organization_id=ctx.organization_id)
         policy.check_written(ctx, outcome.resource)
         return written_response(request, outcome.resource, outcome.status, base)
@@ -141,7 +140,7 @@ def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpR
         if request.content_type != "application/json-patch+json":
             raise FhirError(415, "not-supported", "PATCH accepts application/json-patch+json")
         outcome = services.resource_patch(resource_type=resource_type, logical_id=logical_id,
-                                          patch_text=_body(request), if_match=request.headers.get("If-Match"))
+                                          patch_text=params.body_text(request), if_match=request.headers.get("If-Match"))
         policy.check_written(ctx, outcome.resource)
         return written_response(request, outcome.resource, outcome.status, base)
     if request.method == "DELETE":
@@ -157,7 +156,7 @@ def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpR
 @csrf_exempt
 @fhir_endpoint("vread")
 def vread(request: HttpRequest, resource_type: str, logical_id: str, version_id: str) -> HttpResponse:
-    _allow(request, "GET", "HEAD")
+    params.allow(request, "GET", "HEAD")
     ctx = access_context(request)
     policy.authorize(ctx, "vread", resource_type, logical_id)
     version = selectors.resource_vread(resource_type=resource_type, logical_id=logical_id,
@@ -170,16 +169,16 @@ def vread(request: HttpRequest, resource_type: str, logical_id: str, version_id:
 @csrf_exempt
 @fhir_endpoint("everything")
 def everything(request: HttpRequest, logical_id: str) -> HttpResponse:
-    _allow(request, "GET")
+    params.allow(request, "GET")
     ctx = access_context(request)
     policy.authorize(ctx, "everything", "Patient", logical_id)
-    offset, count = _paging(request, default=selectors.HISTORY_DEFAULT_COUNT)
+    offset, count = params.paging(request, default=selectors.HISTORY_DEFAULT_COUNT)
     resources, total = selectors.patient_everything(
         logical_id=logical_id, offset=offset, count=count,
         visible=policy.visible(ctx, "everything", emergency_patient=logical_id))
     base = base_url(request)
-    links = bundles.paging_links(f"{base}/Patient/{logical_id}/$everything", _query_params(request),
-                                 offset=offset, count=count, total=total)
+    links = envelope.paging_links(f"{base}/Patient/{logical_id}/$everything", params.query_params(request),
+                                  offset=offset, count=count, has_next=offset + count < total)
     return bundle_response(bundles.searchset(resources, base_url=base, total=total, links=links))
 
 
@@ -189,7 +188,7 @@ def unknown(request: HttpRequest, path: str = "") -> HttpResponse:
     raise FhirError(404, "not-found", f"No FHIR endpoint at /fhir/{path[:100]}")
 
 
-def _search(request: HttpRequest, resource_type: str | None, params: list[tuple[str, str]]) -> HttpResponse:
+def _search(request: HttpRequest, resource_type: str | None, asked: list[tuple[str, str]]) -> HttpResponse:
     ctx = access_context(request)
     if resource_type:
         policy.check_type(ctx, resource_type, "search")
@@ -201,7 +200,7 @@ def _search(request: HttpRequest, resource_type: str | None, params: list[tuple[
         raise FhirError(403, "forbidden", "Breaking the glass opens one patient's record: search within one "
                                           "patient (patient=, subject= or Patient?_id=)")
     try:
-        query = parse_search(resource_type, params, strict=strict)
+        query = parse_search(resource_type, asked, strict=strict)
         result = run_search(query, visible=policy.visible(ctx, "search", emergency_patient=emergency_patient))
     except SearchError as error:
         raise FhirError(400, error.code, error.message) from None
@@ -259,47 +258,3 @@ def _entry_authorizer(ctx: policy.AccessContext):
             policy.authorize(ctx, interaction, resource_type, target)
 
     return authorize
-
-
-def _allow(request: HttpRequest, *methods: str) -> None:
-    if request.method not in methods:
-        raise FhirError(405, "not-supported", f"{request.method} is not supported here",
-                        headers={"Allow": ", ".join(methods)})
-
-
-def _body(request: HttpRequest) -> str:
-    try:
-        return request.body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise FhirError(400, "structure", "The body is not UTF-8") from None
-
-
-def _query_params(request: HttpRequest) -> list[tuple[str, str]]:
-    """Query parameters in request order, repeats kept (a repeat means AND)."""
-    return parse_qsl(request.META.get("QUERY_STRING", ""), keep_blank_values=True)
-
-
-def _post_params(request: HttpRequest) -> list[tuple[str, str]]:
-    body = parse_qsl(_body(request), keep_blank_values=True)
-    return _query_params(request) + body
-
-
-def _paging(request: HttpRequest, *, default: int) -> tuple[int, int]:
-    try:
-        offset = int(request.GET.get("_offset", 0))
-        count = int(request.GET.get("_count", default))
-    except ValueError:
-        raise FhirError(400, "invalid", "_count and _offset must be integers") from None
-    if not (0 <= offset <= MAX_OFFSET and 0 <= count <= MAX_OFFSET):
-        raise FhirError(400, "invalid", f"_count and _offset must be between 0 and {MAX_OFFSET}")
-    return offset, count
-
-
-def _since(request: HttpRequest):
-    raw = request.GET.get("_since")
-    if raw is None:
-        return None
-    moment = parse_datetime(raw)
-    if moment is None or moment.tzinfo is None:
-        raise FhirError(400, "invalid", "_since must be an instant with a time zone")
-    return moment

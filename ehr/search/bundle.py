@@ -6,14 +6,10 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from functools import cache
-from urllib.parse import urlencode
 
-from django.utils import timezone
-
-from ehr import fhirjson
+from ehr import envelope, fhirjson
 from ehr.models import Resource
 
 from .engine import SearchResult
@@ -21,7 +17,6 @@ from .query import SearchQuery
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 ALWAYS_KEPT = ("resourceType", "id", "meta")
-LINK_SAFE = ":|,/*$"
 
 
 def searchset_bundle(result: SearchResult, *, base_url: str, resource_type: str | None,
@@ -30,42 +25,15 @@ def searchset_bundle(result: SearchResult, *, base_url: str, resource_type: str 
     entries = [_outcome_entry(result.warnings)] if result.warnings else []
     entries += [_entry(r, base_url, "match", query.summary, query.elements) for r in result.matches]
     entries += [_entry(r, base_url, "include", query.summary, ()) for r in result.included]
-    head = {
-        "resourceType": "Bundle",
-        "id": str(uuid.uuid4()),
-        "meta": {"lastUpdated": timezone.now().isoformat().replace("+00:00", "Z")},
-        "type": "searchset",
-    }
-    if result.total is not None:
-        head["total"] = result.total
-    head["link"] = _links(result, base_url, resource_type, query)
-    text = fhirjson.dumps(head)[:-1]
-    if query.summary != "count":
-        text += ',"entry":[' + ",".join(entries) + "]"
-    return text + "}"
-
-
-def _links(result: SearchResult, base_url: str, resource_type: str | None, query: SearchQuery) -> list[dict]:
-    def url(offset: int) -> str:
-        pairs = [*query.applied, ("_count", str(result.count))]
-        if offset:
-            pairs.append(("_offset", str(offset)))
-        path = f"{base_url}/{resource_type}" if resource_type else base_url
-        return f"{path}?{urlencode(pairs, safe=LINK_SAFE)}"
-
-    links = [{"relation": "self", "url": url(result.offset)}, {"relation": "first", "url": url(0)}]
-    if result.offset and result.count:
-        links.append({"relation": "previous", "url": url(max(0, result.offset - result.count))})
-    if result.has_next:
-        links.append({"relation": "next", "url": url(result.offset + result.count)})
-    return links
+    links = envelope.paging_links(f"{base_url}/{resource_type}" if resource_type else base_url, query.applied,
+                                  offset=result.offset, count=result.count, has_next=result.has_next)
+    return envelope.bundle("searchset", None if query.summary == "count" else entries,
+                           total=result.total, links=links)
 
 
 def _entry(resource: Resource, base_url: str, mode: str, summary: str | None, elements: tuple) -> str:
     full_url = f"{base_url}/{resource.resource_type}/{resource.logical_id}"
-    body = _subset(resource, summary, elements)
-    return (f'{{"fullUrl":{json.dumps(full_url)},"resource":{body},'
-            f'"search":{{"mode":"{mode}"}}}}')
+    return envelope.entry(full_url, _subset(resource, summary, elements), mode=mode)
 
 
 def _outcome_entry(warnings: list[str]) -> str:

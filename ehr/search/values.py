@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
+from ehr.fhir import ID_PATTERN, RELATIVE_REFERENCE
 from ehr.indexing import (
     STRING_INDEX_CHARS,
     TOKEN_INDEX_CHARS,
@@ -23,8 +24,6 @@ from ehr.indexing import (
 from .errors import SearchError
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
-ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-RELATIVE_REFERENCE = re.compile(r"([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?")
 MAX_NUMBER_DIGITS = 100
 MAX_NUMBER_EXPONENT = 100
 NUMBER_PATTERN = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")

@@ -18,12 +18,12 @@ from django.db import transaction
 from django.db.models import Q
 
 from ehr import fhirjson
-from ehr.fhir import ID_PATTERN
+from ehr.fhir import ID_PATTERN, instant
 from ehr.fhir import FhirError, issue, json_error, operation_outcome, parse_resource, require_resource_type
 from ehr.models import Resource
 
 from . import resources as single
-from .storage import Pending, insert_new, instant, new_id, patients_settled_at_end
+from .storage import Pending, insert_new, new_id, patients_settled_at_end
 
 PROCESSING_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 REFERENCE = re.compile(r'("reference"\s*:\s*")(urn:uuid:[0-9a-fA-F-]{36}|urn:oid:[0-9.]+)(")')

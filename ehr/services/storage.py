@@ -11,13 +11,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import datetime
 
 from django.db import connection
 from django.utils import timezone
 
 from ehr import fhirjson
-from ehr.fhir import patient_not_writable, refuse_server_written
+from ehr.fhir import instant, patient_not_writable, refuse_server_written
 from ehr.indexing import IndexValues, extract_index_values
 from ehr.models import INDEX_MODELS, Resource, ResourceVersion
 from ehr.searchparams import patient_compartment
@@ -45,11 +45,6 @@ class Pending:
 
 def new_id() -> str:
     return str(uuid.uuid4())
-
-
-def instant(moment: datetime) -> str:
-    """FHIR instant in UTC with a Z, as written in meta.lastUpdated."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def stamp(pending: Pending, *, version_id: int, last_updated: datetime) -> str:
