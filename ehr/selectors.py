@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -9,7 +10,7 @@ from functools import cache
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from ehr.fhir import FhirError, require_resource_type
-from ehr.models import ReferenceIndex, Resource, ResourceVersion
+from ehr.models import ReferenceIndex, Resource, ResourceVersion, TokenIndex
 from ehr.searchparams import patient_compartment, resource_types
 
 HISTORY_DEFAULT_COUNT = 50
@@ -105,3 +106,48 @@ def _compartment_links() -> Q:
         if codes:
             links |= Q(resource_type=resource_type, param__in=codes)
     return links
+
+
+def resource_ids_existing(*, resource_type: str, logical_ids: list[str]) -> set[str]:
+    """Which of these ids of one type are stored (current or deleted)."""
+    if not logical_ids:
+        return set()
+    return set(Resource.objects.filter(resource_type=resource_type, logical_id__in=logical_ids)
+               .values_list("logical_id", flat=True))
+
+
+def resource_owned_exists(*, resource_type: str, logical_id: str, organization_id: str) -> bool:
+    """A current resource of this id owned by this organization."""
+    return Resource.objects.filter(resource_type=resource_type, logical_id=logical_id,
+                                   organization_id=organization_id, deleted=False).exists()
+
+
+def patients_by_identifier_statement(keys: set[tuple[str, str]], organization_id: str) -> tuple[str, list]:
+    """SQL and parameters: an organization's current Patients carrying each (system, value), newest first.
+
+    A statement rather than rows so that imaging's study ingest sends it in the same round
+    trip as its own lookups and locks; ``patients_by_identifier_found`` reads its rows.
+    """
+    token, resource = TokenIndex._meta, Resource._meta
+
+    def column(meta, name: str) -> str:
+        return '"' + meta.get_field(name).column + '"'
+
+    values = sorted({value for _, value in keys})
+    sql = (f'SELECT t.{column(token, "system")}, t.{column(token, "code")}, r.{column(resource, "logical_id")} '
+           f'FROM "{token.db_table}" t JOIN "{resource.db_table}" r ON r."id" = t.{column(token, "resource")} '
+           f"WHERE t.{column(token, 'resource_type')} = 'Patient' AND t.{column(token, 'param')} = 'identifier' "
+           f"AND t.{column(token, 'code')} IN (SELECT json_array_elements_text(%s::json)) "
+           f"AND (t.{column(token, 'system')}, t.{column(token, 'code')}) IN "
+           f"(SELECT k ->> 0, k ->> 1 FROM json_array_elements(%s::json) AS k) "
+           f"AND r.{column(resource, 'organization_id')} = %s AND NOT r.{column(resource, 'deleted')} "
+           f"ORDER BY t.{column(token, 'resource')} DESC")
+    return sql, [json.dumps(values), json.dumps([list(key) for key in sorted(keys)]), organization_id]
+
+
+def patients_by_identifier_found(rows) -> dict[tuple[str, str], str]:
+    """The Patient id for each (system, value) from the statement's rows; the oldest Patient wins."""
+    patients: dict[tuple[str, str], str] = {}
+    for system, code, logical_id in rows:  # newest first: the oldest wins
+        patients[(system, code)] = logical_id
+    return patients

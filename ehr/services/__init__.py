@@ -7,7 +7,9 @@ from .resources import (
     resource_create,
     resource_delete,
     resource_patch,
+    resource_owner_claim,
     resource_update,
+    resources_create_with_ids,
 )
 
 __all__ = [
@@ -17,5 +19,7 @@ __all__ = [
     "resource_create",
     "resource_delete",
     "resource_patch",
+    "resource_owner_claim",
     "resource_update",
+    "resources_create_with_ids",
 ]

@@ -89,6 +89,23 @@ def resource_conditional_update(*, resource_type: str, query: str, text: str,
         return WriteOutcome(replace_current(row, pending), created=False)
 
 
+def resources_create_with_ids(*, resource_type: str, items: list[tuple[str, str, str]]) -> list[Resource]:
+    """Create resources known to be new, with ids the caller chose: (logical_id, text, owner) each.
+
+    Each is validated; all are inserted together (one statement per table, with versions,
+    indexes and owners as any create) for a caller that writes many at once (imaging's ingest).
+    """
+    pending = [Pending(resource_type, logical_id, text, parse_resource(text, expected_type=resource_type),
+                       "PUT", organization_id) for logical_id, text, organization_id in items]
+    return insert_new(pending) if pending else []
+
+
+def resource_owner_claim(*, row: Resource, organization_id: str) -> None:
+    """Give a resource to an organization (a server-owned resource a squatter once wrote)."""
+    Resource.objects.filter(pk=row.pk).exclude(organization_id=organization_id).update(
+        organization_id=organization_id)
+
+
 def _refuse_client_id(parsed: dict) -> None:
     """A conditional update that matches nothing creates with a server id (400 for a body id).
 

@@ -11,10 +11,9 @@ import json
 from django.conf import settings
 from django.db import transaction
 
-from ehr.fhir import parse_resource
 from ehr.models import Resource
-from ehr.services import resource_update
-from ehr.services.storage import Pending, insert_new
+from ehr.selectors import resource_ids_existing, resource_owned_exists
+from ehr.services import resource_owner_claim, resource_update, resources_create_with_ids
 from imaging import fhirmap
 from imaging.models import Instance, Series, Study
 
@@ -55,8 +54,7 @@ def imaging_studies_write(studies: list[Study], *, new: set[int],
         series_of.update(contents[0])
         instances_of.update(contents[1])
     maybe = [study.fhir_id for study in studies if study.pk not in new]
-    existing = set(Resource.objects.filter(resource_type="ImagingStudy", logical_id__in=maybe)
-                   .values_list("logical_id", flat=True)) if maybe else set()
+    existing = resource_ids_existing(resource_type="ImagingStudy", logical_ids=maybe)
     written, pending = [], []
     for study in sorted(studies, key=lambda row: row.pk):
         resource = fhirmap.imaging_study_resource(
@@ -67,10 +65,8 @@ def imaging_studies_write(studies: list[Study], *, new: set[int],
             written.append(resource_update(resource_type="ImagingStudy", logical_id=study.fhir_id, text=text,
                                            organization_id=study.organization_id).resource)
         else:
-            parsed = parse_resource(text, expected_type="ImagingStudy")
-            pending.append(Pending("ImagingStudy", study.fhir_id, text, parsed, "PUT", study.organization_id))
-    if pending:
-        written.extend(insert_new(pending))
+            pending.append((study.fhir_id, text, study.organization_id))
+    written.extend(resources_create_with_ids(resource_type="ImagingStudy", items=pending))
     return written
 
 
@@ -103,13 +99,11 @@ def _endpoint_ensure(organization_id: str) -> str:
     logical_id = fhirmap.endpoint_id(organization_id)
     if logical_id in _ENDPOINTS_SEEN:
         return logical_id
-    if Resource.objects.filter(resource_type="Endpoint", logical_id=logical_id, organization_id=organization_id,
-                               deleted=False).exists():
+    if resource_owned_exists(resource_type="Endpoint", logical_id=logical_id, organization_id=organization_id):
         _ENDPOINTS_SEEN.add(logical_id)
     else:  # missing, or a squatter's from before these ids were reserved: the server's own replaces it
         resource = fhirmap.endpoint_resource(logical_id=logical_id, address=settings.DICOMWEB_BASE_URL)
         written = resource_update(resource_type="Endpoint", logical_id=logical_id, text=json.dumps(resource),
                                   organization_id=organization_id).resource
-        Resource.objects.filter(pk=written.pk).exclude(organization_id=organization_id).update(
-            organization_id=organization_id)
+        resource_owner_claim(row=written, organization_id=organization_id)
     return logical_id

@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from ehr.models import Resource, TokenIndex
+from ehr.selectors import patients_by_identifier_found, patients_by_identifier_statement
 from ehr.services import resource_create
 from imaging import dicomjson, fhirmap
 from imaging.blobs import PendingWrites, instance_key
@@ -144,7 +144,7 @@ def _read_stored(incoming: list[IncomingInstance], organization_id: str) -> _Sto
     sop_uids = sorted({item.sop_instance_uid for item in incoming})
     series_uids = sorted({item.series_instance_uid for item in incoming})
     keys = [sop_lock(organization_id, uid) for uid in sop_uids] + [study_lock(organization_id, uid) for uid in firsts]
-    patients_sql, patients_params = _patients_query(set(patient_keys.values()), organization_id)
+    patients_sql, patients_params = patients_by_identifier_statement(set(patient_keys.values()), organization_id)
     # Lists travel as JSON texts: psycopg quotes a text[] element by element in Python.
     statements = [
         (_LOCKS, [_json(keys)]),
@@ -181,41 +181,12 @@ def _read_stored(incoming: list[IncomingInstance], organization_id: str) -> _Sto
         cursor.nextset()
         series = {row.series_instance_uid: row for row in (_model(Series, values) for values in cursor.fetchall())}
         cursor.nextset()
-        patients = _patients_found(cursor.fetchall())
+        patients = patients_by_identifier_found(cursor.fetchall())
         cursor.nextset()
         ids: dict[type, list[int]] = {Study: [], Series: [], Instance: []}
         for kind, value in cursor.fetchall():
             ids[{"s": Study, "e": Series, "i": Instance}[kind]].append(value)
     return _Stored(instances, studies, series, patients, patient_keys, ids)
-
-
-def _patients_found(rows) -> dict[tuple[str, str], str]:
-    patients: dict[tuple[str, str], str] = {}
-    for system, code, logical_id in rows:  # newest first: the oldest wins
-        patients[(system, code)] = logical_id
-    return patients
-
-
-def _patients_query(keys: set[tuple[str, str]], organization_id: str) -> tuple[str, list]:
-    """The organization's current Patients carrying each identifier, newest first.
-
-    The token index of ``ehr`` as its models name it (search ``identifier`` on Patient).
-    """
-    token, resource = TokenIndex._meta, Resource._meta
-
-    def column(meta, name: str) -> str:
-        return '"' + meta.get_field(name).column + '"'
-
-    values = sorted({value for _, value in keys})
-    sql = (f'SELECT t.{column(token, "system")}, t.{column(token, "code")}, r.{column(resource, "logical_id")} '
-           f'FROM "{token.db_table}" t JOIN "{resource.db_table}" r ON r."id" = t.{column(token, "resource")} '
-           f"WHERE t.{column(token, 'resource_type')} = 'Patient' AND t.{column(token, 'param')} = 'identifier' "
-           f"AND t.{column(token, 'code')} IN {_ELEMENTS} "
-           f"AND (t.{column(token, 'system')}, t.{column(token, 'code')}) IN "
-           f"(SELECT k ->> 0, k ->> 1 FROM json_array_elements(%s::json) AS k) "
-           f"AND r.{column(resource, 'organization_id')} = %s AND NOT r.{column(resource, 'deleted')} "
-           f"ORDER BY t.{column(token, 'resource')} DESC")
-    return sql, [_json(list(values)), _json([list(key) for key in sorted(keys)]), organization_id]
 
 
 _ELEMENTS = "(SELECT json_array_elements_text(%s::json))"
@@ -335,11 +306,11 @@ class _Plan:
         missing = sorted(keys - set(found))
         if missing:
             locks = [f"imaging-patient:{self.organization_id}|{system}|{value}" for system, value in missing]
-            sql, params = _patients_query(set(missing), self.organization_id)
+            sql, params = patients_by_identifier_statement(set(missing), self.organization_id)
             with connection.cursor() as cursor:
                 cursor.execute(f"{_LOCKS}; {sql}", [_json(locks), *params])
                 cursor.nextset()
-                found.update(_patients_found(cursor.fetchall()))
+                found.update(patients_by_identifier_found(cursor.fetchall()))
         out = {}
         for uid, item in self.firsts.items():
             key = self.stored.patient_keys[uid]
