@@ -23,7 +23,6 @@ from . import fhirjson
 ID = r"[A-Za-z0-9\-.]{1,64}"
 TYPE = r"[A-Z][A-Za-z]{1,63}"  # a resource type name fits the 64-character index column
 ID_PATTERN = re.compile(ID)
-TYPE_PATTERN = re.compile(TYPE)
 RELATIVE_REFERENCE = re.compile(rf"({TYPE})/({ID})(?:/_history/{ID})?")  # Type/id[/_history/vid]
 MAX_ISSUES = 20
 ISSUE_CODES = {"missing": "required", "extra_forbidden": "structure"}

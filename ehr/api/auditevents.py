@@ -46,8 +46,8 @@ def search(request: HttpRequest, resource_type: str = "AuditEvent") -> HttpRespo
     base = base_url(request)
     links = envelope.paging_links(f"{base}/AuditEvent", asked, offset=offset, count=count,
                                   has_next=offset + count < total)
-    entries = [envelope.entry(f"{base}/AuditEvent/{entry.pk}", _event_text(entry)) for entry in page]
-    return fhir_response(envelope.bundle("searchset", entries, total=total, links=links))
+    items = [envelope.entry(f"{base}/AuditEvent/{entry.pk}", _event_text(entry)) for entry in page]
+    return fhir_response(envelope.bundle("searchset", items, total=total, links=links))
 
 
 @csrf_exempt

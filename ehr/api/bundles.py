@@ -16,7 +16,8 @@ def history_bundle(versions: list[ResourceVersion], *, base_url: str, total: int
 
 
 def searchset(resources: list[Resource], *, base_url: str, total: int, links: list[dict]) -> str:
-    entries = [envelope.entry(f"{base_url}/{row.resource_type}/{row.logical_id}", row.text) for row in resources]
+    entries = [envelope.entry(f"{base_url}/{row.resource_type}/{row.logical_id}", row.text)
+               for row in resources]
     return envelope.bundle("searchset", entries, total=total, links=links)
 
 

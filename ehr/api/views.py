@@ -29,7 +29,6 @@ from .http import (
 )
 
 
-
 @csrf_exempt
 @fhir_endpoint("metadata")
 def metadata(request: HttpRequest) -> HttpResponse:
@@ -48,7 +47,8 @@ def system(request: HttpRequest) -> HttpResponse:
         ctx = access_context(request)
         wants_resources = prefer(request, "return") == "representation"
         request.access.interaction, body = services.bundle_process(
-            text=params.body_text(request), handle_get=_get_handler(request), return_resources=wants_resources,
+            text=params.body_text(request), handle_get=_get_handler(request),
+            return_resources=wants_resources,
             organization_id=ctx.organization_id, authorize=_entry_authorizer(ctx),
             visible=policy.visible(ctx, "update"), written=request.access.written,
         )
@@ -107,7 +107,8 @@ def type_root(request: HttpRequest, resource_type: str) -> HttpResponse:
         query = request.META.get("QUERY_STRING", "")
         policy.authorize(ctx, "update", resource_type)
         outcome = services.resource_conditional_update(
-            resource_type=resource_type, query=query, text=params.body_text(request), organization_id=ctx.organization_id,
+            resource_type=resource_type, query=query, text=params.body_text(request),
+            organization_id=ctx.organization_id,
             visible=policy.visible(ctx, "update"),
         )
         policy.check_written(ctx, outcome.resource)
@@ -132,7 +133,8 @@ def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpR
     stored = policy.authorize(ctx, interaction, resource_type, logical_id)
     if request.method == "PUT":
         outcome = services.resource_update(resource_type=resource_type, logical_id=logical_id,
-                                           text=params.body_text(request), if_match=request.headers.get("If-Match"),
+                                           text=params.body_text(request),
+                                           if_match=request.headers.get("If-Match"),
                                            organization_id=ctx.organization_id)
         policy.check_written(ctx, outcome.resource)
         return written_response(request, outcome.resource, outcome.status, base)
@@ -140,7 +142,8 @@ def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpR
         if request.content_type != "application/json-patch+json":
             raise FhirError(415, "not-supported", "PATCH accepts application/json-patch+json")
         outcome = services.resource_patch(resource_type=resource_type, logical_id=logical_id,
-                                          patch_text=params.body_text(request), if_match=request.headers.get("If-Match"))
+                                          patch_text=params.body_text(request),
+                                          if_match=request.headers.get("If-Match"))
         policy.check_written(ctx, outcome.resource)
         return written_response(request, outcome.resource, outcome.status, base)
     if request.method == "DELETE":

@@ -6,8 +6,8 @@ from .resources import (
     resource_conditional_update,
     resource_create,
     resource_delete,
-    resource_patch,
     resource_owner_claim,
+    resource_patch,
     resource_update,
     resources_create_with_ids,
 )
@@ -18,8 +18,8 @@ __all__ = [
     "resource_conditional_update",
     "resource_create",
     "resource_delete",
-    "resource_patch",
     "resource_owner_claim",
+    "resource_patch",
     "resource_update",
     "resources_create_with_ids",
 ]

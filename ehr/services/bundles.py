@@ -18,8 +18,16 @@ from django.db import transaction
 from django.db.models import Q
 
 from ehr import fhirjson
-from ehr.fhir import ID_PATTERN, instant
-from ehr.fhir import FhirError, issue, json_error, operation_outcome, parse_resource, require_resource_type
+from ehr.fhir import (
+    ID_PATTERN,
+    FhirError,
+    instant,
+    issue,
+    json_error,
+    operation_outcome,
+    parse_resource,
+    require_resource_type,
+)
 from ehr.models import Resource
 
 from . import resources as single
