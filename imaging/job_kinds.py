@@ -24,7 +24,7 @@ SWEEP_PUBLISH_WAIT = 30.0
 
 @job_kind(DEID_SWEEP, soft_time_limit=60, time_limit=90)
 def deid_sweep(ctx: JobContext) -> dict[str, int]:
-    """Publish the pending copies after the checkpoint's id; stop at the first chunk the broker refuses.
+    """Publish the pending copies after the checkpoint's id; stop at a chunk the broker refuses.
 
     A copy published twice is made once, so a resumed sweep that republishes a chunk is harmless.
     """

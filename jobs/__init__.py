@@ -1,1 +1,1 @@
-"""Long work as database rows: a job's status, progress and checkpoint outlive the worker (docs/jobs.md)."""
+"""Long work as database rows: status, progress and checkpoint outlive the worker (docs/jobs.md)."""

@@ -32,7 +32,7 @@ class BoundedPublisher:
         self._closed_until, self._down = 0.0, False
 
     def send(self, publish: Callable[[], None], *, wait: float, eager: bool) -> bool:
-        """Run ``publish()`` within ``wait`` seconds; False when it failed, timed out or was skipped."""
+        """``publish()`` within ``wait`` seconds; False if it failed, timed out or was skipped."""
         if not eager and time.monotonic() < self._closed_until:
             return False
         try:

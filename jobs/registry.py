@@ -35,7 +35,7 @@ def job_kind(name: str, **options: Any) -> Callable[[Callable], Callable]:
     def register(handler: Callable) -> Callable:
         known = _KINDS.get(name)
         if known is not None and _qualname(known.handler) != _qualname(handler):
-            raise ValueError(f"job kind {name!r} is already registered by {_qualname(known.handler)}")
+            raise ValueError(f"job kind {name!r} is registered by {_qualname(known.handler)}")
         _KINDS[name] = JobKind(name=name, handler=handler, **options)
         return handler
     return register

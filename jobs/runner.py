@@ -67,7 +67,8 @@ class JobContext:
         now = timezone.now()
         lease = now + timedelta(seconds=settings.JOBS_LEASE_SECONDS)
         with transaction.atomic():
-            mine = Job.objects.filter(pk=self.job_id, status=JobStatus.RUNNING, lease_owner=self.worker)
+            mine = Job.objects.filter(pk=self.job_id, status=JobStatus.RUNNING,
+                                      lease_owner=self.worker)
             if not mine.update(heartbeat=now, lease_expires=lease, **fields):
                 raise LeaseLost(self.job_id)
             cancel = mine.values_list("cancel_requested", flat=True).first()
@@ -76,12 +77,12 @@ class JobContext:
 
 
 def worker_name() -> str:
-    """This run's lease owner: host, process and a nonce (a rerun on the same worker is another run)."""
+    """This run's lease owner: host, process and a nonce (a rerun on one worker is another run)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:200]
 
 
 def job_run(*, job_id: int) -> Job | None:
-    """Run a queued job here; None when it is not queued (running elsewhere, finished, cancelled)."""
+    """Run a queued job here; None if it is not queued (running elsewhere, finished, cancelled)."""
     worker = worker_name()
     job = _claim(job_id=job_id, worker=worker)
     if job is None:
@@ -125,10 +126,11 @@ def _failed(job: Job, worker: str, error: BaseException, *, retry: bool) -> Job 
 
 def _finish(job: Job, worker: str, status: str, *, message: str, result: Any = None) -> Job | None:
     """Record the end, if the row is still this run's (a requeued row belongs to the next run)."""
-    fields: dict[str, Any] = {"status": status, "finished": timezone.now(), "message": message[:300],
-                              "lease_owner": "", "lease_expires": None}
+    fields: dict[str, Any] = {"status": status, "finished": timezone.now(),
+                              "message": message[:300], "lease_owner": "", "lease_expires": None}
     if status == JobStatus.SUCCEEDED:
         fields.update(result=result, done=Coalesce(F("total"), F("done")))
-    if not Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, lease_owner=worker).update(**fields):
+    mine = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, lease_owner=worker)
+    if not mine.update(**fields):
         return None
     return Job.objects.get(pk=job.pk)

@@ -19,7 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .broker import PUBLISHER
-from .models import Job, JobStatus
+from .models import UNFINISHED, Job, JobStatus
 from .registry import kind_find, kind_get
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def job_submit(*, kind: str, params: dict[str, Any] | None = None, key: str = ""
             try:
                 with transaction.atomic():
                     job = Job.objects.create(kind=kind, key=key, params=params or {},
-                                             requested_by=user if user is not None and user.pk else None)
+                                             requested_by=user if user and user.pk else None)
             except IntegrityError:
                 continue  # a concurrent submit of the same key won: return its job
             if send:
@@ -57,11 +57,11 @@ def job_submit(*, kind: str, params: dict[str, Any] | None = None, key: str = ""
 def _unfinished(*, kind: str, key: str) -> Job | None:
     if not key:
         return None
-    return Job.objects.filter(kind=kind, key=key, status__in=(JobStatus.QUEUED, JobStatus.RUNNING)).first()
+    return Job.objects.filter(kind=kind, key=key, status__in=UNFINISHED).first()
 
 
 def job_send(*, job_id: int, wait: float | None = None) -> bool:
-    """Publish ``jobs.run`` for a queued job and note it sent; False when the broker did not take it."""
+    """Publish ``jobs.run`` for a queued job, note it sent; False if the broker did not take it."""
     from .tasks import run_job
 
     job = Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).first()
@@ -79,7 +79,7 @@ def job_send(*, job_id: int, wait: float | None = None) -> bool:
 
 
 def job_cancel(*, job_id: int, user) -> Job | None:
-    """Cancel a job its starter asked for; None when ``user`` did not start it (or it does not exist).
+    """Cancel a job for its starter; None when ``user`` did not start it (or it does not exist).
 
     A queued job is cancelled at once; a running one is asked to stop and stops at its next
     progress, checkpoint or heartbeat (``JobContext``). A finished job is left as it is.
@@ -91,7 +91,8 @@ def job_cancel(*, job_id: int, user) -> Job | None:
         if job is None or job.is_finished:
             return job
         if job.status == JobStatus.QUEUED:
-            job.status, job.finished, job.message = JobStatus.CANCELLED, timezone.now(), "cancelled before it started"
+            job.status, job.finished = JobStatus.CANCELLED, timezone.now()
+            job.message = "cancelled before it started"
         else:
             job.cancel_requested, job.message = True, "cancel requested"
         job.save(update_fields=["status", "finished", "message", "cancel_requested"])
@@ -123,15 +124,17 @@ def _requeue_expired() -> dict[str, int]:
             logger.warning("job %s #%s: worker %s stopped renewing its lease: %s",
                            job.kind, job.pk, job.lease_owner or "?", outcome)
             job.lease_owner, job.lease_expires = "", None
-            job.save(update_fields=["status", "message", "finished", "sent_at", "lease_owner", "lease_expires"])
+            job.save(update_fields=["status", "message", "finished", "sent_at",
+                                    "lease_owner", "lease_expires"])
     return counts
 
 
 def _after_dead_worker(job: Job, *, now) -> str:
-    """What becomes of a job whose worker died: cancelled, failed past its attempts, or queued again."""
+    """What becomes of a job whose worker died: cancelled, failed past its attempts, or queued."""
     attempts = max_attempts(job.kind)
     if job.cancel_requested:
-        job.status, job.finished, job.message = JobStatus.CANCELLED, now, "cancelled (its worker stopped)"
+        job.status, job.finished = JobStatus.CANCELLED, now
+        job.message = "cancelled (its worker stopped)"
         return "cancelled"
     if job.attempts >= attempts:
         job.status, job.finished = JobStatus.FAILED, now
@@ -143,14 +146,17 @@ def _after_dead_worker(job: Job, *, now) -> str:
 
 
 def max_attempts(kind: str) -> int:
+    """Runs a job of ``kind`` may take: the kind's own bound, else ``JOBS_MAX_ATTEMPTS``."""
     spec = kind_find(kind)
-    return (spec.max_attempts if spec is not None and spec.max_attempts else None) or settings.JOBS_MAX_ATTEMPTS
+    own = spec.max_attempts if spec is not None else None
+    return own or settings.JOBS_MAX_ATTEMPTS
 
 
 def _send_due(*, wait: float | None) -> int:
     """Send queued jobs never sent or sent long ago; stop at the first the broker refuses."""
     stale = timezone.now() - timedelta(seconds=settings.JOBS_REQUEUE_SECONDS)
-    due = Job.objects.filter(Q(sent_at__isnull=True) | Q(sent_at__lt=stale), status=JobStatus.QUEUED)
+    due = Job.objects.filter(Q(sent_at__isnull=True) | Q(sent_at__lt=stale),
+                             status=JobStatus.QUEUED)
     sent = 0
     for job_id in due.order_by("pk").values_list("pk", flat=True)[:SWEEP_BATCH]:
         if not job_send(job_id=job_id, wait=wait):

@@ -17,7 +17,8 @@ def run_job(job_id: int) -> None:
     runner.job_run(job_id=job_id)
 
 
-@shared_task(name="jobs.sweep", ignore_result=True, acks_late=False, soft_time_limit=60, time_limit=90)
+@shared_task(name="jobs.sweep", ignore_result=True, acks_late=False,
+             soft_time_limit=60, time_limit=90)
 def sweep_jobs() -> dict[str, int]:
     """Beat's sweep: jobs whose worker died are queued again, jobs never sent are sent."""
     return services.jobs_sweep(wait=SWEEP_PUBLISH_WAIT)

@@ -26,9 +26,10 @@ ID_PARAMETER = OpenApiParameter("id", int, OpenApiParameter.PATH, description="j
 
 
 class JobView(LedgerAPIView):
-    @extend_schema(operation_id="job_get", summary="A job's status and progress",
-                   description="For the user who started the job; anyone else gets 404, as for an unknown id.",
-                   parameters=[ID_PARAMETER], responses={200: JobSerializer, **ERRORS})
+    @extend_schema(
+        operation_id="job_get", summary="A job's status and progress",
+        description="For the user who started the job; anyone else gets 404, as for an unknown id.",
+        parameters=[ID_PARAMETER], responses={200: JobSerializer, **ERRORS})
     def get(self, request: Request, id: str) -> Response:
         job = job_get(job_id=int(id), user=request.user) if JOB_ID.fullmatch(id) else None
         self.access.resource = f"Job/{int(id)}" if JOB_ID.fullmatch(id) else None
@@ -36,10 +37,11 @@ class JobView(LedgerAPIView):
             return error_response(status.HTTP_404_NOT_FOUND, "not_found", "no such job")
         return Response(JobSerializer(job).data)
 
-    @extend_schema(operation_id="job_cancel", summary="Cancel a job",
-                   description=("For the user who started it: a queued job is cancelled at once, a running "
-                                "one stops at its next progress report. Anyone else gets 404."),
-                   parameters=[ID_PARAMETER], responses={200: JobSerializer, **ERRORS})
+    @extend_schema(
+        operation_id="job_cancel", summary="Cancel a job",
+        description=("For the user who started it: a queued job is cancelled at once, a running "
+                     "one stops at its next progress report. Anyone else gets 404."),
+        parameters=[ID_PARAMETER], responses={200: JobSerializer, **ERRORS})
     def delete(self, request: Request, id: str) -> Response:
         self.access.interaction = "delete"
         job = job_cancel(job_id=int(id), user=request.user) if JOB_ID.fullmatch(id) else None
