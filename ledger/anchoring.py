@@ -51,12 +51,12 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from . import merkle
-from .audit import audit_sequence
 from .chain import Artifact, ChainClient, ContractRejected, LedgerUnavailable, load_artifact
 from .locks import single_flight
 from .models import AnchorBatch, AuditEntry
 from .selectors import deployed_contracts
+from .services import audit_sequence
+from .verify import merkle
 
 logger = logging.getLogger(__name__)
 

@@ -35,11 +35,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ledger import consent_format as fmt
 from ledger.chain import Artifact, ChainClient, ContractRejected, LedgerUnavailable, load_artifact
 from ledger.locks import single_flight
 from ledger.models import ChainCursor, ConsentChainTx, ConsentToken
 from ledger.selectors import deployed_contracts
+from ledger.verify import consent_format as fmt
 
 logger = logging.getLogger(__name__)
 
