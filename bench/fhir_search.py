@@ -12,7 +12,7 @@ Two steps, both against ``--database-url`` (default ``carrack_bench``, migrated 
 
 The searches run in-process through the engine (``parse_search``, ``run_search``,
 ``searchset_bundle``), which is what a gunicorn worker does after routing, without and with the
-access filter of an integration account (``ehr.access.policy.visible``); the reference is the
+access filter of an integration account (``ehr.rules.visible``); the reference is the
 same filter written by hand as one SQL statement on the index tables. ``run`` also prints
 ``EXPLAIN ANALYZE`` of the slowest engine query and the database size per million resources.
 """
@@ -191,8 +191,9 @@ def _fold(value: str) -> str:
 
 def integration_filter():
     """What an integration account of the benchmark's hospital may see (every row, by the build)."""
-    from ehr.access.policy import AccessContext, visible
-    from ehr.models import Role
+    from access.policy import AccessContext
+    from ehr.rules import visible
+    from access.models import Role
 
     return visible(AccessContext(user=None, role=Role.INTEGRATION, organization_id="bench-hospital"))
 

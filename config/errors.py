@@ -11,7 +11,7 @@ import sys
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from ehr.api import transient
+from access import transient
 from ehr.api.http import fhir_response
 from ehr.fhir import issue, operation_outcome
 
@@ -48,7 +48,7 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """500, or 503 with Retry-After when what escaped was transient (``ehr.api.transient``).
+    """500, or 503 with Retry-After when what escaped was transient (``access.transient``).
 
     Reached by errors outside the doors' own wrappers (a middleware's session read, the OAuth
     token endpoint, ``/api/`` views without a wrapper); Django calls it while handling the

@@ -11,7 +11,7 @@ import json
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from ehr.access import throttle
+from access import throttle
 
 # Answers under these prefixes may carry personal data or credentials: never stored by a
 # browser or a proxy (unless the view chose its own Cache-Control).

@@ -14,7 +14,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from oauth2_provider import views as oauth_views
 
 from config.health import healthz
-from ehr.access.views import SmartAuthorizationView, SmartIntrospectView, smart_configuration_view
+from access.views import SmartAuthorizationView, SmartIntrospectView, smart_configuration_view
 from ehr.api.views import system as fhir_base
 
 oauth_urlpatterns = [

@@ -16,6 +16,8 @@ from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.resource import Resource
 from pydantic import ValidationError
 
+from access.errors import Refusal
+
 from . import fhirjson
 
 # The one definition of FHIR ids, resource type names and relative references (R4 id datatype:
@@ -28,17 +30,21 @@ MAX_ISSUES = 20
 ISSUE_CODES = {"missing": "required", "extra_forbidden": "structure"}
 
 
-class FhirError(Exception):
+class FhirError(Refusal):
     """A request the server refuses, with its HTTP status and FHIR issue type."""
 
     def __init__(self, status: int, code: str, diagnostics: str, *, issues: list[dict] | None = None,
                  headers: dict[str, str] | None = None) -> None:
-        super().__init__(diagnostics)
-        self.status = status
-        self.code = code
+        super().__init__(status, code, diagnostics, headers=headers)
         self.diagnostics = diagnostics
         self.issues = issues
-        self.headers = headers or {}
+
+    @classmethod
+    def of(cls, refusal: Refusal) -> FhirError:
+        """A shared refusal as FHIR sees it (its code is a FHIR issue type already)."""
+        if isinstance(refusal, cls):
+            return refusal
+        return cls(refusal.status, refusal.code, refusal.message, headers=refusal.headers)
 
     def outcome(self) -> dict:
         return operation_outcome(self.issues or [issue("error", self.code, self.diagnostics)])

@@ -6,7 +6,6 @@ tables hold the search values of the current version only and are rewritten on e
 write, in the same transaction.
 """
 
-from django.conf import settings
 from django.contrib.postgres.indexes import OpClass
 from django.db import models
 
@@ -36,33 +35,6 @@ class Resource(models.Model):
 
     def __str__(self) -> str:
         return f"{self.resource_type}/{self.logical_id}/_history/{self.version_id}"
-
-
-class Role(models.TextChoices):
-    CLINICIAN = "clinician"
-    INTEGRATION = "integration"
-    RESEARCHER = "researcher"
-    PATIENT = "patient"
-    DPO = "dpo", "data protection officer"
-    ADMIN = "admin"
-
-
-class AccessProfile(models.Model):
-    """Who a user is for access control: a role and the FHIR resources it is linked to.
-
-    A clinician has an organization and a Practitioner; an integration (the owner of an
-    OAuth2 client) has an organization; a patient has a Patient.
-    """
-
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
-                                related_name="access_profile")
-    role = models.CharField(max_length=16, choices=Role.choices)
-    organization_id = models.CharField(max_length=64, null=True, blank=True)
-    practitioner_id = models.CharField(max_length=64, null=True, blank=True)
-    patient_id = models.CharField(max_length=64, null=True, blank=True)
-
-    def __str__(self) -> str:
-        return f"{self.user} ({self.role})"
 
 
 class ResourceVersion(models.Model):
@@ -183,17 +155,3 @@ INDEX_MODELS: dict[str, type[SearchIndex]] = {
     "number": NumberIndex,
     "uri": UriIndex,
 }
-
-
-class ClientScopes(models.Model):
-    """The SMART scopes an OAuth2 client may be granted; ``ehr.access.oauth`` enforces them.
-
-    A client without a row may be granted nothing.
-    """
-
-    application = models.OneToOneField("oauth2_provider.Application", on_delete=models.CASCADE,
-                                       related_name="client_scopes")
-    scopes = models.TextField(help_text="Space-separated SMART scopes, e.g. 'system/*.cruds'")
-
-    def __str__(self) -> str:
-        return f"{self.application} ({self.scopes})"

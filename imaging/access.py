@@ -1,4 +1,4 @@
-"""Who may see which study: the FHIR rules (``ehr.access.policy``) of the study's ImagingStudy.
+"""Who may see which study: the FHIR rules (``ehr.rules``, ``access.policy``) of the study's ImagingStudy.
 
 A study is shown to whoever may see its ImagingStudy resource, so consents, emergencies
 (break the glass), SMART scopes and patient compartments apply to DICOMweb exactly as to
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from django.db.models import Q
 
-from ehr.access import policy
-from ehr.access.policy import AccessContext
+from access import policy
+from access.policy import AccessContext
+from ehr import rules
 from ehr.models import Resource
 
 from .models import Study
@@ -21,22 +22,22 @@ RESOURCE_TYPE = "ImagingStudy"
 
 def study_check_type(ctx: AccessContext, interaction: str) -> None:
     """Refuse callers that no study could be shown to (scopes, role); raises a 403."""
-    policy.check_type(ctx, RESOURCE_TYPE, interaction)
+    rules.check_type(ctx, RESOURCE_TYPE, interaction)
 
 
 def study_visible(ctx: AccessContext, interaction: str = "read") -> Q:
     """Studies the caller may see (a Q on ``Study``)."""
-    shown = Resource.objects.filter(policy.visible(ctx, interaction), resource_type=RESOURCE_TYPE)
+    shown = Resource.objects.filter(rules.visible(ctx, interaction), resource_type=RESOURCE_TYPE)
     return Q(fhir_id__in=shown.values("logical_id")) | (Q(fhir_stale=True) & _owned(ctx, interaction))
 
 
 def study_check_row(ctx: AccessContext, study: Study, interaction: str = "read") -> None:
-    """Refuse a study outside the caller's rules (403), as ``policy.check_row`` its ImagingStudy."""
+    """Refuse a study outside the caller's rules (403), as ``rules.check_row`` its ImagingStudy."""
     row = Resource.objects.filter(resource_type=RESOURCE_TYPE, logical_id=study.fhir_id).first()
     if row is not None:
-        policy.check_row(ctx, row, write=interaction in policy.WRITES)
+        rules.check_row(ctx, row, write=interaction in policy.WRITES)
     elif not Study.objects.filter(_owned(ctx, interaction), pk=study.pk).exists():
-        policy.check_row(ctx, Resource(resource_type=RESOURCE_TYPE, logical_id=study.fhir_id,
+        rules.check_row(ctx, Resource(resource_type=RESOURCE_TYPE, logical_id=study.fhir_id,
                                        organization_id=study.organization_id, patient_id=study.patient_id),
                          write=interaction in policy.WRITES)
 
@@ -49,7 +50,7 @@ def study_note_consents(ctx: AccessContext, studies: list[Study]) -> None:
 
 def _owned(ctx: AccessContext, interaction: str) -> Q:
     """The ownership rule alone, on the columns ``Study`` shares with ``Resource``."""
-    rules = policy.owned(ctx)  # an emergency opens one patient's studies, by their ImagingStudy
+    owned = policy.owned(ctx)  # an emergency opens one patient's studies, by their ImagingStudy
     if policy.patient_scoped(ctx):
-        rules &= Q(patient_id=ctx.patient_id) if ctx.patient_id else policy.NOTHING
-    return rules
+        owned &= Q(patient_id=ctx.patient_id) if ctx.patient_id else policy.NOTHING
+    return owned

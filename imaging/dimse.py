@@ -24,7 +24,7 @@ from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.sop_class import Verification
 
-from ehr.api import transient
+from access import transient
 
 from . import services
 from .reading import (

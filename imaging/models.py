@@ -2,7 +2,7 @@
 
 A ``Study`` belongs to one organization (the sender's) and one FHIR Patient, both set on
 its first instance; ``organization_id`` and ``patient_id`` carry the same meaning (and
-names) as on ``ehr.Resource`` so ``ehr.access.policy`` filters apply to them unchanged.
+names) as on ``ehr.Resource`` so ``access.policy`` and ``ehr.rules`` filters apply to them unchanged.
 Each study has one FHIR ImagingStudy (``fhir_id``) that ``imaging.services.study_sync_fhir``
 rewrites from these rows; ``fhir_stale`` says a sync is due.
 

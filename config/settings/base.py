@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "oauth2_provider",
+    "access",
     "ehr",
     "imaging",
     "ledger",
@@ -139,7 +140,7 @@ FHIR_SEARCH_MAX_CHAINS = env.int("FHIR_SEARCH_MAX_CHAINS", default=8)
 FHIR_MAX_RESPONSE_BYTES = env.int("FHIR_MAX_RESPONSE_BYTES", default=8 * 1024 * 1024)
 # --- end FHIR/JSON cost bounds ---
 
-# --- Transient failures (ehr.api.transient; docs/operations.md "Database and broker outages") ---
+# --- Transient failures (access.transient; docs/operations.md "Database and broker outages") ---
 # A request the database, broker or chain cannot serve now answers 503 with this Retry-After
 # (seconds). A deadlocked or serialization-failed transaction runs again up to
 # DB_TRANSACTION_RETRIES times, after a random pause of up to DB_RETRY_BACKOFF_SECONDS x 2^n.
@@ -284,25 +285,25 @@ CELERY_BEAT_SCHEDULE.update({
 })
 # --- end of consent tokens --------------------------------------------------------------------
 
-# --- OAuth2 / SMART on FHIR (ehr.access.oauth) ---------------------------------------------
+# --- OAuth2 / SMART on FHIR (access.oauth) ---------------------------------------------
 # Authorization code requires PKCE (S256 only); client credentials get the client's allowed
-# scopes (ehr.models.ClientScopes) by default and never more.
+# scopes (access.models.ClientScopes) by default and never more.
 OAUTH2_PROVIDER = {
     "PKCE_REQUIRED": True,
     "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
     "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("OAUTH2_ACCESS_TOKEN_SECONDS", default=3600),
     "REFRESH_TOKEN_EXPIRE_SECONDS": env.int("OAUTH2_REFRESH_TOKEN_SECONDS", default=30 * 24 * 3600),
     "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
-    "SCOPES_BACKEND_CLASS": "ehr.access.oauth.SmartScopes",
-    "OAUTH2_VALIDATOR_CLASS": "ehr.access.oauth.SmartOAuth2Validator",
-    "OAUTH2_SERVER_CLASS": "ehr.access.oauth.SmartServer",
+    "SCOPES_BACKEND_CLASS": "access.oauth.SmartScopes",
+    "OAUTH2_VALIDATOR_CLASS": "access.oauth.SmartOAuth2Validator",
+    "OAUTH2_SERVER_CLASS": "access.oauth.SmartServer",
     "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
 }
-OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"  # ehr.ClientScopes points at it
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"  # access.ClientScopes points at it
 LOGIN_URL = "/accounts/login/"
 # --- end of OAuth2 / SMART -------------------------------------------------------------------
 
-# --- OAuth / SMART hardening (ehr.access, config.middleware, docs/oauth-smart.md) ------------
+# --- OAuth / SMART hardening (access, config.middleware, docs/oauth-smart.md) ------------
 # The password grant is off unless turned on (RFC 9700); even then only for clients registered
 # for it. FHIR_BASE_URL is the only SMART `aud` /o/authorize accepts (empty: /fhir on the
 # request's origin). Introspection answers a client about its own tokens, and the listed

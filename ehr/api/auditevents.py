@@ -11,9 +11,10 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from ehr import envelope, fhirjson
-from ehr.access import policy
+from access import policy
+from access.models import Role
 from ehr.fhir import FhirError
-from ehr.models import AccessProfile, Resource, Role
+from ehr.rules import AUDIT_LOG_REFUSED, audit_entries_readable
 from ledger.models import AuditEntry
 
 from . import params
@@ -69,29 +70,6 @@ def read(request: HttpRequest, resource_type: str, logical_id: str) -> HttpRespo
 def _check_scope(ctx: policy.AccessContext, interaction: str) -> None:
     if not policy.scope_allows(ctx, "AuditEvent", interaction):
         raise FhirError(403, "forbidden", f"The token's scopes do not allow {interaction} on AuditEvent")
-
-
-AUDIT_LOG_REFUSED = "Only the patient concerned and the data protection officer read the audit log"
-
-
-def audit_entries_readable(ctx: policy.AccessContext) -> Q | None:
-    """The audit entries the caller may read; None: none at all (docs/access-control.md).
-
-    The one rule for every door to the log (``/fhir/AuditEvent`` and the ledger's proofs):
-    a hospital's DPO reads the entries about its hospital's patients and those of its
-    hospital's accounts (a DPO of no organization, the node's own, every entry), a patient the
-    entries about themself, nobody else any.
-    """
-    if ctx.role == Role.DPO and ctx.organization_id is None:
-        return Q()
-    if ctx.role == Role.DPO:
-        patients = Resource.objects.filter(resource_type="Patient", organization_id=ctx.organization_id)
-        accounts = AccessProfile.objects.filter(organization_id=ctx.organization_id)
-        return (Q(patient_id__in=patients.values("logical_id"))
-                | Q(patient_id__isnull=True, agent__in=accounts.values("user__username")))
-    if ctx.role == Role.PATIENT and ctx.patient_id:
-        return Q(patient_id=ctx.patient_id)
-    return None
 
 
 def _entries_visible(ctx: policy.AccessContext, patient: str | None):

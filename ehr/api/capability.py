@@ -6,7 +6,7 @@ from functools import cache
 
 from django.conf import settings
 
-from ehr.access.smart import capability_security
+from access.smart import capability_security
 from ehr.searchparams import resource_types, supported_search_params
 
 DEFAULT_FHIR_VERSION = "4.0.1"

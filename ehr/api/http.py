@@ -1,29 +1,25 @@
 """The HTTP side of FHIR: media types, Prefer, headers, and errors as OperationOutcome.
 
-Every answer from ``/fhir/`` goes through here, so no client ever sees HTML, a DRF
-``{"detail": ...}`` or a traceback.
+Every answer from ``/fhir/`` goes through the FHIR door of the shared audited endpoint
+(``FhirDoor``, ``access.endpoint``), so no client ever sees HTML, a DRF ``{"detail": ...}``
+or a traceback.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
+from access import endpoint, policy
+from access.errors import Refusal
 from ehr import fhirjson
-from ehr.access import policy
-from ehr.access.oauth import access_token_lookup
-from ehr.access.scopes import parse_scopes
 from ehr.fhir import FhirError, issue, operation_outcome
 from ehr.models import Resource, ResourceVersion
 
-from . import transient
-from .audit import access_record, record_written, write_audit
+from .audit import access_record, record_written
 
 logger = logging.getLogger(__name__)
 
@@ -114,126 +110,42 @@ def base_url(request: HttpRequest) -> str:
     return request.build_absolute_uri("/fhir").rstrip("/")
 
 
-def authenticate(request: HttpRequest) -> None:
-    """An OAuth2 bearer token (SMART scopes) or an admin session (role rules only) is required.
-
-    Sets ``request.user``, ``request.smart_scopes`` (None for a session) and
-    ``request.oauth_client_id``; a client-credentials token acts as its application's owner.
-    """
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        if request.user.is_authenticated and request.user.is_staff:
-            request.smart_scopes, request.oauth_client_id = None, None
-            return
-        raise FhirError(401, "login", "Authentication required (Authorization: Bearer <token>)",
-                        headers={"WWW-Authenticate": 'Bearer realm="fhir"'})
-    token = access_token_lookup(value.strip())
-    user = token and (token.user or (token.application.user if token.application else None))
-    if token is None or user is None or not user.is_active:
-        raise FhirError(401, "login", "The access token is invalid, expired or revoked",
-                        headers={"WWW-Authenticate": 'Bearer realm="fhir", error="invalid_token"'})
-    request.user = user
-    request.smart_scopes = parse_scopes(token.scope)
-    request.oauth_client_id = token.application.client_id if token.application else None
-
-
 def access_context(request: HttpRequest) -> policy.AccessContext:
-    """The caller's access context, built once per request; a declared emergency is written
-    into the audit record."""
-    ctx = getattr(request, "access_context", None)
-    if ctx is None:
-        ctx = request.access_context = policy.AccessContext.from_request(request)
-        if ctx.break_glass:
-            request.access.purpose_of_use = "ETREAT"
-            request.access.break_glass_reason = ctx.break_glass_reason
-    return ctx
+    """``access.endpoint.access_context``, refusing as FHIR does (inside a Bundle too)."""
+    try:
+        return endpoint.access_context(request)
+    except Refusal as refusal:
+        raise FhirError.of(refusal) from None
 
 
 # SMART clients read the CapabilityStatement before they have a token (it holds the OAuth URLs).
 PUBLIC_KINDS = {"metadata"}
 
 
-def fhir_endpoint(kind: str):
-    """Wrap a FHIR view: errors become OperationOutcomes and every request is audited.
+class FhirDoor(endpoint.Door):
+    """``/fhir``: refusals as OperationOutcomes, XML and foreign bodies refused up front."""
 
-    The view runs on a savepoint, so a refused or failed request keeps none of its writes
-    while its audit entry is still written in the request's transaction. A transient fault
-    (``ehr.api.transient``) takes the whole transaction, audit entry included: a deadlock
-    runs it again, so a request keeps exactly one audit set however many attempts it took;
-    an outage, or a deadlock past the retries, answers 503 ``transient`` with Retry-After.
-    """
+    name = "FHIR"
 
-    def decorate(view):
-        @transaction.non_atomic_requests  # this wrapper's own transaction is the request's
-        @functools.wraps(view)
-        def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            def attempt() -> HttpResponse:
-                return _attempt(view, request, kind, args, kwargs)
+    def render(self, refusal: Refusal) -> HttpResponse:
+        return outcome_response(FhirError.of(refusal))
 
-            try:
-                return transient.run_retrying(attempt, logger=logger, what=_request_line(request))
-            except Exception as error:  # noqa: BLE001 - an access that cannot be audited is refused
-                fault = transient.fault_of(error)
-                if fault is not None:
-                    return _transient_answer(request, fault, error)
-                _log_failure("audit entry could not be written", request, error)
-                return outcome_response(FhirError(500, "exception", "The access could not be audited"))
-
-        return wrapped
-
-    return decorate
-
-
-def _attempt(view, request: HttpRequest, kind: str, args, kwargs) -> HttpResponse:
-    """One run of the request and its audit entry in one transaction; a rerun starts afresh.
-
-    The body stays readable (``request.body`` is kept), and what an earlier attempt noted
-    about the access (its writes, the access context) is dropped with its rollback.
-    """
-    request.access = access_record(request, kind, kwargs)
-    request.__dict__.pop("access_context", None)
-    with transaction.atomic():
-        response = _answer(view, request, args, kwargs, public=kind in PUBLIC_KINDS)
-        write_audit(request, request.access, response)
-    return response
-
-
-def transient_error(fault: transient.Fault) -> FhirError:
-    """503 ``transient`` with Retry-After: nothing was applied, the same request may be sent again."""
-    return FhirError(503, "transient", fault.value, headers={"Retry-After": transient.retry_after()})
-
-
-def _transient_answer(request: HttpRequest, fault: transient.Fault, error: Exception) -> HttpResponse:
-    """The 503, logged once; audited in a transaction of its own when the database is up."""
-    response = outcome_response(transient_error(fault))
-    transient.refusal_finish(response, logger=logger, what=f"FHIR {_request_line(request)}", fault=fault,
-                             error=error, audit=lambda: write_audit(request, request.access, response))
-    return response
-
-
-def _request_line(request: HttpRequest) -> str:
-    return f"{request.method} {request.path}"
-
-
-def _answer(view, request: HttpRequest, args, kwargs, *, public: bool) -> HttpResponse:
-    try:
+    def prepare(self, request: HttpRequest) -> None:
         negotiate(request)
-        if not public or "Authorization" in request.headers:
-            authenticate(request)
-        with transaction.atomic():
-            return view(request, *args, **kwargs)
-    except FhirError as error:
-        return outcome_response(error)
-    except RequestDataTooBig:
-        return outcome_response(FhirError(413, "too-costly", "The request body is too large"))
-    except Exception as error:  # noqa: BLE001 - the one place that must answer no matter what
-        if transient.fault_of(error) is not None:
-            raise  # the whole transaction goes: fhir_endpoint reruns it or answers 503
-        _log_failure("FHIR request failed", request, error)
-        return outcome_response(FhirError(500, "exception", "Internal error; the request was not applied"))
 
 
-def _log_failure(what: str, request: HttpRequest, error: Exception) -> None:
-    """The error's type at ERROR; the traceback (whose messages may quote values) only at DEBUG."""
-    logger.error("%s: %s %s (%s)", what, request.method, request.path, type(error).__name__)
-    logger.debug("%s: traceback", what, exc_info=error)
+FHIR_DOOR = FhirDoor(logger)
+
+
+def fhir_endpoint(kind: str):
+    """Wrap a FHIR view in the audited endpoint (``access.endpoint``): one audit entry per
+    request, errors as OperationOutcomes, the view on a savepoint of the request's transaction.
+
+    ``kind`` (``metadata``, ``type``, ``instance``, ...) and the HTTP method give the entry's
+    restful interaction (``ehr.api.audit``).
+    """
+    authentication = (endpoint.Authentication.IF_SENT if kind in PUBLIC_KINDS
+                      else endpoint.Authentication.REQUIRED)
+    return endpoint.audited(FHIR_DOOR, record=lambda request, kwargs: access_record(request, kind, kwargs),
+                            authentication=authentication)
+

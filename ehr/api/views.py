@@ -9,7 +9,8 @@ from django.urls import Resolver404, resolve
 from django.views.decorators.csrf import csrf_exempt
 
 from ehr import envelope, selectors, services
-from ehr.access import policy
+from access import policy
+from ehr import rules
 from ehr.fhir import FhirError
 from ehr.models import Resource
 from ehr.search import SearchError, parse_search, run_search, searchset_bundle
@@ -50,7 +51,7 @@ def system(request: HttpRequest) -> HttpResponse:
             text=params.body_text(request), handle_get=_get_handler(request),
             return_resources=wants_resources,
             organization_id=ctx.organization_id, authorize=_entry_authorizer(ctx),
-            visible=policy.visible(ctx, "update"), written=request.access.written,
+            visible=rules.visible(ctx, "update"), written=request.access.written,
         )
         return bundle_response(body)
     return _search(request, None, params.query_params(request))
@@ -70,16 +71,16 @@ def history(request: HttpRequest, resource_type: str | None = None, logical_id: 
     ctx = access_context(request)
     stored = None
     if resource_type:
-        stored = policy.authorize(ctx, "history", resource_type, logical_id)
+        stored = rules.authorize(ctx, "history", resource_type, logical_id)
     else:
-        policy.check_role(ctx, "history")
+        rules.check_role(ctx, "history")
     asked = params.query_params(request)
     offset, count = params.paging(request, default=selectors.HISTORY_DEFAULT_COUNT)
     # An emergency opens the history of one resource of one patient, never a type's or the server's.
     emergency_patient = stored.patient_id if stored is not None and logical_id else None
     page = selectors.history(resource_type=resource_type, logical_id=logical_id,
                              since=params.since(request), offset=offset, count=count,
-                             visible=policy.visible(ctx, "history", emergency_patient=emergency_patient))
+                             visible=rules.visible(ctx, "history", emergency_patient=emergency_patient))
     _name_patients(request, {version.patient_id for version in page.versions})
     base = base_url(request)
     self_url = base + "/" + "/".join(p for p in (resource_type, logical_id, "_history") if p)
@@ -95,23 +96,23 @@ def type_root(request: HttpRequest, resource_type: str) -> HttpResponse:
     params.allow(request, "GET", "POST", "PUT")
     if request.method == "POST":
         ctx = access_context(request)
-        policy.authorize(ctx, "create", resource_type)
+        rules.authorize(ctx, "create", resource_type)
         outcome = services.resource_create(resource_type=resource_type, text=params.body_text(request),
                                            if_none_exist=request.headers.get("If-None-Exist"),
                                            organization_id=ctx.organization_id,
-                                           visible=policy.visible(ctx, "create"))
-        policy.check_written(ctx, outcome.resource)
+                                           visible=rules.visible(ctx, "create"))
+        rules.check_written(ctx, outcome.resource)
         return written_response(request, outcome.resource, outcome.status, base_url(request))
     if request.method == "PUT":
         ctx = access_context(request)
         query = request.META.get("QUERY_STRING", "")
-        policy.authorize(ctx, "update", resource_type)
+        rules.authorize(ctx, "update", resource_type)
         outcome = services.resource_conditional_update(
             resource_type=resource_type, query=query, text=params.body_text(request),
             organization_id=ctx.organization_id,
-            visible=policy.visible(ctx, "update"),
+            visible=rules.visible(ctx, "update"),
         )
-        policy.check_written(ctx, outcome.resource)
+        rules.check_written(ctx, outcome.resource)
         return written_response(request, outcome.resource, outcome.status, base_url(request))
     return _search(request, resource_type, params.query_params(request))
 
@@ -130,13 +131,13 @@ def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpR
     base = base_url(request)
     ctx = access_context(request)
     interaction = {"PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(request.method, "read")
-    stored = policy.authorize(ctx, interaction, resource_type, logical_id)
+    stored = rules.authorize(ctx, interaction, resource_type, logical_id)
     if request.method == "PUT":
         outcome = services.resource_update(resource_type=resource_type, logical_id=logical_id,
                                            text=params.body_text(request),
                                            if_match=request.headers.get("If-Match"),
                                            organization_id=ctx.organization_id)
-        policy.check_written(ctx, outcome.resource)
+        rules.check_written(ctx, outcome.resource)
         return written_response(request, outcome.resource, outcome.status, base)
     if request.method == "PATCH":
         if request.content_type != "application/json-patch+json":
@@ -144,7 +145,7 @@ def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpR
         outcome = services.resource_patch(resource_type=resource_type, logical_id=logical_id,
                                           patch_text=params.body_text(request),
                                           if_match=request.headers.get("If-Match"))
-        policy.check_written(ctx, outcome.resource)
+        rules.check_written(ctx, outcome.resource)
         return written_response(request, outcome.resource, outcome.status, base)
     if request.method == "DELETE":
         services.resource_delete(resource_type=resource_type, logical_id=logical_id)
@@ -161,10 +162,10 @@ def instance(request: HttpRequest, resource_type: str, logical_id: str) -> HttpR
 def vread(request: HttpRequest, resource_type: str, logical_id: str, version_id: str) -> HttpResponse:
     params.allow(request, "GET", "HEAD")
     ctx = access_context(request)
-    policy.authorize(ctx, "vread", resource_type, logical_id)
+    rules.authorize(ctx, "vread", resource_type, logical_id)
     version = selectors.resource_vread(resource_type=resource_type, logical_id=logical_id,
                                        version_id=version_id)
-    policy.check_row(ctx, version)  # an old version may belong to another patient's compartment
+    rules.check_row(ctx, version)  # an old version may belong to another patient's compartment
     request.access.patient_id = version.patient_id
     return fhir_response(version.text, headers=resource_headers(version, base_url(request)))
 
@@ -174,11 +175,11 @@ def vread(request: HttpRequest, resource_type: str, logical_id: str, version_id:
 def everything(request: HttpRequest, logical_id: str) -> HttpResponse:
     params.allow(request, "GET")
     ctx = access_context(request)
-    policy.authorize(ctx, "everything", "Patient", logical_id)
+    rules.authorize(ctx, "everything", "Patient", logical_id)
     offset, count = params.paging(request, default=selectors.HISTORY_DEFAULT_COUNT)
     resources, total = selectors.patient_everything(
         logical_id=logical_id, offset=offset, count=count,
-        visible=policy.visible(ctx, "everything", emergency_patient=logical_id))
+        visible=rules.visible(ctx, "everything", emergency_patient=logical_id))
     base = base_url(request)
     links = envelope.paging_links(f"{base}/Patient/{logical_id}/$everything", params.query_params(request),
                                   offset=offset, count=count, has_next=offset + count < total)
@@ -194,9 +195,9 @@ def unknown(request: HttpRequest, path: str = "") -> HttpResponse:
 def _search(request: HttpRequest, resource_type: str | None, asked: list[tuple[str, str]]) -> HttpResponse:
     ctx = access_context(request)
     if resource_type:
-        policy.check_type(ctx, resource_type, "search")
+        rules.check_type(ctx, resource_type, "search")
     else:
-        policy.check_role(ctx, "search")
+        rules.check_role(ctx, "search")
     strict = prefer(request, "handling") == "strict"
     emergency_patient = request.access.named_patient
     if ctx.break_glass and emergency_patient is None:
@@ -204,7 +205,7 @@ def _search(request: HttpRequest, resource_type: str | None, asked: list[tuple[s
                                           "patient (patient=, subject= or Patient?_id=)")
     try:
         query = parse_search(resource_type, asked, strict=strict)
-        result = run_search(query, visible=policy.visible(ctx, "search", emergency_patient=emergency_patient))
+        result = run_search(query, visible=rules.visible(ctx, "search", emergency_patient=emergency_patient))
     except SearchError as error:
         raise FhirError(400, error.code, error.message) from None
     patients = {row.patient_id for row in [*result.matches, *result.included] if row.patient_id}
@@ -252,12 +253,12 @@ def _entry_authorizer(ctx: policy.AccessContext):
 
     def authorize(interaction: str, resource_type: str, target: str | None, row: Resource | None) -> None:
         if row is not None and interaction in ("create", "update"):
-            policy.check_written(ctx, row)
+            rules.check_written(ctx, row)
         elif row is not None:
-            policy.check_row(ctx, row, write=interaction in policy.WRITES)
+            rules.check_row(ctx, row, write=interaction in policy.WRITES)
         elif target and target.startswith("?"):
-            policy.authorize(ctx, interaction, resource_type)
+            rules.authorize(ctx, interaction, resource_type)
         else:
-            policy.authorize(ctx, interaction, resource_type, target)
+            rules.authorize(ctx, interaction, resource_type, target)
 
     return authorize

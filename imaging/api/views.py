@@ -13,8 +13,8 @@ import json
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
-from ehr.api.http import access_context
-from ehr.fhir import FhirError
+from access.endpoint import access_context
+from access.errors import Refusal
 from imaging import dicomjson, pixels, selectors, services
 from imaging.access import study_check_row, study_check_type, study_note_consents, study_visible
 from imaging.blobs import blob_get
@@ -324,7 +324,7 @@ def _may_read(ctx, row: Study) -> bool:
     """Whether the caller may read this study; a refusal (403) is only ever told as a 404."""
     try:
         study_check_row(ctx, row, "read")
-    except FhirError as error:
+    except Refusal as error:
         if error.status != 403:
             raise
         return False

@@ -1,12 +1,13 @@
 """/api/jobs/{id}: a job's progress to whoever started it; DELETE cancels it.
 
-Authentication, one audit entry per request and the JSON error shape come from the ledger
-door's view base (to be the shared audited endpoint of issue 13). A job someone else started,
+Authentication, one audit entry per request and the JSON error shape come from the shared
+audited endpoint (``access.drf.AuditedAPIView``). A job someone else started,
 in this organization or another, answers exactly as one that does not exist.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -14,9 +15,9 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from access.drf import ERRORS, ApiDoor, AuditedAPIView, error_response
 from jobs.selectors import job_get
 from jobs.services import job_cancel
-from ledger.api.views import ERRORS, LedgerAPIView, error_response
 
 from .serializers import JobSerializer
 
@@ -25,7 +26,9 @@ JOB_ID = re.compile(r"[0-9]{1,18}")
 ID_PARAMETER = OpenApiParameter("id", int, OpenApiParameter.PATH, description="job id")
 
 
-class JobView(LedgerAPIView):
+class JobView(AuditedAPIView):
+    door = ApiDoor(logging.getLogger(__name__), name="jobs")
+
     @extend_schema(
         operation_id="job_get", summary="A job's status and progress",
         description="For the user who started the job; anyone else gets 404, as for an unknown id.",

@@ -2,14 +2,7 @@
 
 from rest_framework import serializers
 
-
-class ErrorBodySerializer(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-
-
-class ErrorSerializer(serializers.Serializer):
-    error = ErrorBodySerializer()
+from access.drf import ErrorSerializer
 
 
 class NotAnchoredSerializer(ErrorSerializer):

@@ -6,7 +6,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from oauth2_provider.models import AccessToken, Application
 
-from ehr.models import AccessProfile, ClientScopes, Role
+from access.models import AccessProfile, ClientScopes, Role
 
 pytestmark = pytest.mark.django_db
 

@@ -13,8 +13,8 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from oauth2_provider.models import AccessToken, Application, Grant
 
-from ehr.access.services import client_ensure, client_secret_reset, token_ensure
-from ehr.models import AccessProfile, Role
+from access.services import client_ensure, client_secret_reset, token_ensure
+from access.models import AccessProfile, Role
 
 pytestmark = pytest.mark.django_db
 REDIRECT = "https://app.example/callback"
@@ -158,7 +158,7 @@ def test_authorization_beyond_the_app_scopes_is_refused(client, smart_app, patie
 
 
 def test_fhir_request_sets_user_scopes_and_client(rf, integration):
-    from ehr.api.http import authenticate
+    from access.endpoint import authenticate
 
     app, _ = integration
     token = token_ensure(user=None, application=app, scope="system/*.rs")

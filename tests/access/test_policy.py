@@ -16,8 +16,9 @@ from django.core.management import call_command
 from oauth2_provider.models import Application
 
 from ehr import services
-from ehr.access.services import client_ensure, token_ensure
-from ehr.models import AccessProfile, Resource, ResourceVersion, Role
+from access.services import client_ensure, token_ensure
+from access.models import AccessProfile, Role
+from ehr.models import Resource, ResourceVersion
 from ledger.models import AuditEntry
 from tests.ehr.conftest import FhirClient, observation, patient
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ehr.access.scopes import Scope, is_valid_scope, parse_scopes
+from access.scopes import Scope, is_valid_scope, parse_scopes
 
 
 def test_v2_scopes_parse_into_contexts_types_and_actions():

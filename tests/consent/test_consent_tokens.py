@@ -17,7 +17,8 @@ from django.db import connection
 from django.utils import timezone
 
 from config.stack.services import BASE_DIR
-from ehr.models import Resource, Role
+from access.models import Role
+from ehr.models import Resource
 from ledger.chain import consent_client
 from ledger.consents.check import consent_check
 from ledger.consents.reconcile import consent_reconcile

@@ -13,8 +13,8 @@ from oauth2_provider.models import Application
 from pydicom.data import get_testdata_file
 
 from config.stack.services import free_port
-from ehr.access.services import client_ensure, token_ensure
-from ehr.models import AccessProfile, Role
+from access.services import client_ensure, token_ensure
+from access.models import AccessProfile, Role
 from imaging import services
 from imaging.dimse import scp_start
 

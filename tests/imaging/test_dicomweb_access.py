@@ -8,7 +8,8 @@ import pytest
 from django.utils import timezone
 from pydicom.uid import generate_uid
 
-from ehr.models import Resource, Role
+from access.models import Role
+from ehr.models import Resource
 from imaging import services
 from imaging.models import Instance, Study
 from imaging.reading import instance_read

@@ -18,7 +18,8 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from ehr.models import Resource, Role
+from access.models import Role
+from ehr.models import Resource
 from imaging import blobs
 from imaging.models import Instance, Series, Study
 from ledger.models import AuditEntry

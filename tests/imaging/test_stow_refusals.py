@@ -5,7 +5,7 @@ from __future__ import annotations
 import pydicom
 import pytest
 
-from ehr.models import Role
+from access.models import Role
 from imaging.models import Instance
 from tests.imaging.conftest import (
     CT,

@@ -16,7 +16,8 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 from pydicom.uid import generate_uid
 
-from ehr.models import Resource, Role
+from access.models import Role
+from ehr.models import Resource
 from imaging import services
 from imaging.blobs import blob_get, blob_put, instance_key, organization_segment
 from imaging.models import Instance, Series, Study

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from ehr.models import Role
+from access.models import Role
 from jobs.models import Job, JobStatus
 from jobs.runner import JobContext, _claim
 from jobs.services import job_submit

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 
-from ehr.models import Role
+from access.models import Role
 from ledger.models import AuditEntry, AuditSalt
 from ledger.services import audit_append, audit_sequence
 from ledger.verify import audit_check, audit_proof, merkle

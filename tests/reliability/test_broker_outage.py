@@ -25,7 +25,7 @@ from pynetdicom import AE
 
 from config.celery import app
 from config.stack.services import BASE_DIR, RedisServer, free_port
-from ehr.models import Role
+from access.models import Role
 from imaging import services
 from imaging.models import Instance
 from imaging.services import deid

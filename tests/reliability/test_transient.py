@@ -27,8 +27,9 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from ehr.api.transient import Fault, fault_of
-from ehr.models import Resource, ResourceVersion, Role
+from access.transient import Fault, fault_of
+from access.models import Role
+from ehr.models import Resource, ResourceVersion
 from imaging import services as imaging_services
 from imaging.models import Instance
 from ledger.chain.errors import LedgerUnavailable

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from ehr.models import Resource, Role
+from access.models import Role
+from ehr.models import Resource
 from ledger.models import AuditEntry
 from tests.ehr.conftest import FhirClient, patient
 from tests.imaging.conftest import role_token

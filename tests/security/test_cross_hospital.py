@@ -12,7 +12,8 @@ import json
 import pytest
 from django.contrib.auth import get_user_model
 
-from ehr.models import AccessProfile, Resource, Role
+from access.models import AccessProfile, Role
+from ehr.models import Resource
 from ledger.models import ConsentDeny
 from tests.ehr.conftest import FhirClient, observation, patient
 from tests.imaging.conftest import role_token

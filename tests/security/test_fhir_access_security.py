@@ -11,7 +11,8 @@ import json
 import pytest
 from django.utils import timezone
 
-from ehr.models import Resource, ResourceVersion, Role
+from access.models import Role
+from ehr.models import Resource, ResourceVersion
 from ledger.consents.check import consent_check
 from ledger.models import AuditEntry, ConsentToken
 from tests.consent.test_consent_tokens import consent_body

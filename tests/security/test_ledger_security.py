@@ -21,7 +21,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection
 
-from ehr.models import Role
+from access.models import Role
 from ledger.models import AuditEntry, AuditSalt, ConsentToken
 from ledger.selectors import audit_proof
 from ledger.services import audit_append, audit_sequence

@@ -17,9 +17,9 @@ from django.contrib.auth import get_user_model
 from oauth2_provider.models import AccessToken, Application, Grant
 from oauth2_provider.views import TokenView
 
-from ehr.access import throttle
-from ehr.access.services import client_ensure, client_secret_reset, token_ensure
-from ehr.models import AccessProfile, Role
+from access import throttle
+from access.services import client_ensure, client_secret_reset, token_ensure
+from access.models import AccessProfile, Role
 from tests.security.conftest import audit_entries_since, last_audit_pk
 
 pytestmark = pytest.mark.django_db

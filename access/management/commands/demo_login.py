@@ -15,14 +15,14 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from oauth2_provider.models import Application
 
-from ehr.access.services import (
+from access.models import AccessProfile, Role
+from access.services import (
     APP_CLIENT,
     APP_REDIRECT_URI,
     APP_SCOPES,
     client_ensure,
     token_ensure,
 )
-from ehr.models import AccessProfile, Role
 
 DEMO_USERNAME = "demo"
 DEMO_SCOPES = "user/*.cruds"

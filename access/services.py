@@ -11,7 +11,7 @@ from oauth2_provider.models import AccessToken, Application
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import generate_token
 
-from ehr.models import AccessProfile, ClientScopes, Role
+from .models import AccessProfile, ClientScopes, Role
 
 INTEGRATION_CLIENT = "carrack-integration"
 APP_CLIENT = "carrack-smart-app"

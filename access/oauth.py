@@ -16,8 +16,7 @@ from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.scopes import BaseScopes
 from oauthlib.oauth2 import Server
 
-from ehr.models import ClientScopes
-
+from .models import ClientScopes
 from .scopes import SUPPORTED_SCOPES, ScopeSet, is_valid_scope, parse_scopes
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ehr.access.services import SeedConflict, access_seed
+from access.services import SeedConflict, access_seed
 
 
 class Command(BaseCommand):

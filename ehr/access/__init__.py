@@ -1,1 +1,0 @@
-"""Who may do what: OAuth2/SMART identity (``scopes``, ``oauth``) and authorization rules."""
