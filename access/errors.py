@@ -4,7 +4,7 @@ A ``Refusal`` is a request the server declines on purpose (no token, a scope mis
 that says no) with the HTTP status, a short code and a message safe to show the client.
 The shared code (authentication, the access rules) raises it; ``/fhir`` answers it as an
 OperationOutcome (``ehr.fhir.FhirError`` is one), ``/dicomweb`` as a DICOMweb status
-(``imaging.errors.DicomwebError``), ``/api/`` as a JSON problem. Pure: no Django.
+(``imaging.api.http.DicomwebError``), ``/api/`` as a JSON problem. Pure: no Django.
 """
 
 from __future__ import annotations

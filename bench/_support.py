@@ -61,8 +61,8 @@ def api_token(organization_id: str = "bench-hospital") -> str:
     from django.contrib.auth import get_user_model
     from oauth2_provider.models import Application
 
-    from access.services import client_ensure, token_ensure
     from access.models import AccessProfile, Role
+    from access.services import client_ensure, token_ensure
 
     user, _ = get_user_model().objects.get_or_create(username="bench")
     AccessProfile.objects.get_or_create(user=user, defaults={"role": Role.INTEGRATION,

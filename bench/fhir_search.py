@@ -191,9 +191,9 @@ def _fold(value: str) -> str:
 
 def integration_filter():
     """What an integration account of the benchmark's hospital may see (every row, by the build)."""
+    from access.models import Role
     from access.policy import AccessContext
     from ehr.rules import visible
-    from access.models import Role
 
     return visible(AccessContext(user=None, role=Role.INTEGRATION, organization_id="bench-hospital"))
 

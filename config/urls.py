@@ -13,8 +13,8 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from oauth2_provider import views as oauth_views
 
-from config.health import healthz
 from access.views import SmartAuthorizationView, SmartIntrospectView, smart_configuration_view
+from config.health import healthz
 from ehr.api.views import system as fhir_base
 
 oauth_urlpatterns = [

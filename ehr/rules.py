@@ -20,10 +20,15 @@ from access.models import AccessProfile, Role
 from access.policy import CHART_ROLES, NOTHING, TREATMENT, WRITES, AccessContext
 from ehr import fhirjson
 from ehr.consent import PERMIT, consent_rules
-from ehr.fhir import SERVER_WRITTEN_TYPES, FhirError, patient_not_writable, refuse_server_written, server_owned
+from ehr.fhir import (
+    SERVER_WRITTEN_TYPES,
+    FhirError,
+    patient_not_writable,
+    refuse_server_written,
+    server_owned,
+)
 from ehr.models import Resource, ResourceVersion
 from ledger.consents.check import consented_patients
-
 
 # --- checks ---------------------------------------------------------------------------------
 

@@ -21,8 +21,8 @@ import socket
 from django.conf import settings
 from django.db import connection, connections, transaction
 from pynetdicom import AE, evt
-from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
 
 from access import transient
 

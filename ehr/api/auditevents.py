@@ -10,9 +10,9 @@ from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from ehr import envelope, fhirjson
 from access import policy
 from access.models import Role
+from ehr import envelope, fhirjson
 from ehr.fhir import FhirError
 from ehr.rules import AUDIT_LOG_REFUSED, audit_entries_readable
 from ledger.models import AuditEntry

@@ -8,9 +8,8 @@ from django.http import HttpRequest, HttpResponse, QueryDict
 from django.urls import Resolver404, resolve
 from django.views.decorators.csrf import csrf_exempt
 
-from ehr import envelope, selectors, services
 from access import policy
-from ehr import rules
+from ehr import envelope, rules, selectors, services
 from ehr.fhir import FhirError
 from ehr.models import Resource
 from ehr.search import SearchError, parse_search, run_search, searchset_bundle

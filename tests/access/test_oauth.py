@@ -13,8 +13,8 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from oauth2_provider.models import AccessToken, Application, Grant
 
-from access.services import client_ensure, client_secret_reset, token_ensure
 from access.models import AccessProfile, Role
+from access.services import client_ensure, client_secret_reset, token_ensure
 
 pytestmark = pytest.mark.django_db
 REDIRECT = "https://app.example/callback"

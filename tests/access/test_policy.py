@@ -15,9 +15,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from oauth2_provider.models import Application
 
-from ehr import services
-from access.services import client_ensure, token_ensure
 from access.models import AccessProfile, Role
+from access.services import client_ensure, token_ensure
+from ehr import services
 from ehr.models import Resource, ResourceVersion
 from ledger.models import AuditEntry
 from tests.ehr.conftest import FhirClient, observation, patient

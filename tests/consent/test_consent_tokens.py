@@ -16,8 +16,8 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
-from config.stack.services import BASE_DIR
 from access.models import Role
+from config.stack.services import BASE_DIR
 from ehr.models import Resource
 from ledger.chain import consent_client
 from ledger.consents.check import consent_check

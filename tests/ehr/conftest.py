@@ -8,8 +8,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from oauth2_provider.models import Application
 
-from access.services import client_ensure, token_ensure
 from access.models import AccessProfile, Role
+from access.services import client_ensure, token_ensure
 
 FHIR_JSON = "application/fhir+json"
 

@@ -12,9 +12,9 @@ from django.contrib.auth import get_user_model
 from oauth2_provider.models import Application
 from pydicom.data import get_testdata_file
 
-from config.stack.services import free_port
-from access.services import client_ensure, token_ensure
 from access.models import AccessProfile, Role
+from access.services import client_ensure, token_ensure
+from config.stack.services import free_port
 from imaging import services
 from imaging.dimse import scp_start
 

@@ -23,7 +23,16 @@ from ehr.models import Resource
 from imaging import blobs
 from imaging.models import Instance, Series, Study
 from ledger.models import AuditEntry
-from tests.imaging.conftest import CT, HOSPITAL, MR, US_JPEG2K, US_RGB, dicom_dataset, encoded, role_token
+from tests.imaging.conftest import (
+    CT,
+    HOSPITAL,
+    MR,
+    US_JPEG2K,
+    US_RGB,
+    dicom_dataset,
+    encoded,
+    role_token,
+)
 from tests.imaging.test_dicomweb_access import stow
 
 pytestmark = pytest.mark.django_db

@@ -24,7 +24,16 @@ from imaging.models import Instance, Series, Study
 from imaging.reading import DUPLICATE_SOP_INSTANCE, instance_read
 from imaging.services.locks import advisory_locks, sop_lock, study_lock
 from ledger.models import AuditEntry, ConsentToken
-from tests.imaging.conftest import CT, HOSPITAL, MR, OTHER, dicom_bytes, dicom_dataset, encoded, role_token
+from tests.imaging.conftest import (
+    CT,
+    HOSPITAL,
+    MR,
+    OTHER,
+    dicom_bytes,
+    dicom_dataset,
+    encoded,
+    role_token,
+)
 from tests.imaging.test_dicomweb_access import stow
 
 FAILED, REASON = "00081198", "00081197"

@@ -23,9 +23,9 @@ from django.test import Client
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 
+from access.models import Role
 from config.celery import app
 from config.stack.services import BASE_DIR, RedisServer, free_port
-from access.models import Role
 from imaging import services
 from imaging.models import Instance
 from imaging.services import deid

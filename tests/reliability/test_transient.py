@@ -27,8 +27,8 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from access.transient import Fault, fault_of
 from access.models import Role
+from access.transient import Fault, fault_of
 from ehr.models import Resource, ResourceVersion
 from imaging import services as imaging_services
 from imaging.models import Instance

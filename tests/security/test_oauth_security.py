@@ -18,8 +18,8 @@ from oauth2_provider.models import AccessToken, Application, Grant
 from oauth2_provider.views import TokenView
 
 from access import throttle
-from access.services import client_ensure, client_secret_reset, token_ensure
 from access.models import AccessProfile, Role
+from access.services import client_ensure, client_secret_reset, token_ensure
 from tests.security.conftest import audit_entries_since, last_audit_pk
 
 pytestmark = pytest.mark.django_db
