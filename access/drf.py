@@ -124,9 +124,15 @@ class AuditedAPIView(APIView):
         return transaction.non_atomic_requests(super().as_view(**initkwargs))
 
     def dispatch(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        """DRF's dispatch as the handler of the audited endpoint (``access.endpoint.serve``)."""
+        """DRF's dispatch as the handler of the audited endpoint (``access.endpoint.serve``).
+
+        An error DRF answered itself (``response.exception``) keeps none of the view's writes.
+        """
         def handler() -> HttpResponse:
-            return super(AuditedAPIView, self).dispatch(request, *args, **kwargs)
+            response = super(AuditedAPIView, self).dispatch(request, *args, **kwargs)
+            if getattr(response, "exception", False):
+                raise endpoint.Unapplied(response)
+            return response
 
         return endpoint.serve(self.door, request, handler, record=self.access_record,
                               authentication=endpoint.Authentication.BY_HANDLER)

@@ -68,6 +68,15 @@ class Door:
         return response
 
 
+class Unapplied(Exception):  # noqa: N818 - not an error: an answer whose writes are undone
+    """A handler's own error answer (DRF renders its exceptions itself): the answer stands,
+    the handler's writes are rolled back with its savepoint, as for a ``Refusal``."""
+
+    def __init__(self, response: HttpResponse) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
 class Authentication(enum.Enum):
     REQUIRED = "required"
     IF_SENT = "if-sent"  # public (a CapabilityStatement) unless the client sends a token
@@ -136,6 +145,8 @@ def _answer(door: Door, request: HttpRequest, handler, authentication: Authentic
             authenticate(request)
         with transaction.atomic():
             return handler()
+    except Unapplied as unapplied:
+        return unapplied.response
     except Refusal as refusal:
         return door.render(refusal)
     except RequestDataTooBig:
