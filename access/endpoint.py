@@ -89,7 +89,7 @@ def serve(door: Door, request: HttpRequest, handler: Callable[[], HttpResponse],
     """Answer one request through ``door``: the handler and its audit entry in one transaction.
 
     ``record`` makes the request's ``AccessRecord`` afresh for each attempt (the handler adds
-    to ``request.access``); call it outside any atomic block (the request's views are
+    to ``request.access``). ``serve`` must run outside any atomic block (the views are
     ``non_atomic_requests``), or a deadlock cannot be rerun.
     """
     def attempt() -> HttpResponse:
