@@ -12,7 +12,7 @@ import pytest
 
 from access.models import Role
 from ledger.models import AuditEntry
-from ledger.proof_binary import MEDIA_TYPE
+from ledger.verify.proof_binary import MEDIA_TYPE
 from tests.imaging.conftest import role_token
 from tests.ledger.conftest import anchored_entries
 
