@@ -4,14 +4,16 @@ The sign/persist/send/resend/replace skeleton is the shared outbox (``ledger.cha
 this module is its anchoring ``Purpose`` (the call, what a receipt or a taken nonce means) plus
 what only anchoring needs: building ranges, the ``Anchored`` events, and reorganizations.
 
-The beat task calls ``anchor_tick`` every few seconds. A tick is single-flight (a
-PostgreSQL advisory lock, try-only: a second caller returns at once) and drives at most
+The beat task calls ``anchor_tick`` every few seconds. A tick is single-flight (PostgreSQL
+advisory locks of the tick and of its signing key, try-only: a second caller returns at once)
+and drives at most
 one open batch through its life, each step in its own short transaction:
 
     no open batch --build, sign, persist--> pending --send--> sent --N confirmations--> confirmed
     sent, not mined after RESEND_SECONDS            --> send the same bytes again (attempts + 1)
     sent, not mined after REPLACE_AFTER broadcasts  --> re-sign with the same nonce and fees
-                                                        raised >= 12.5 %, persist, send
+      (or at the first timeout when the base fee        raised >= 12.5 %, persist, send
+       rose above the offer)
     confirmed, the chain no longer holds it         --> lost --same bytes, or re-signed at the
                                                         chain's nonce--> sent --> confirmed
     confirmed, its transaction in another block     --> sent (followed and confirmed again)
@@ -51,14 +53,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from . import merkle
 from .audit import audit_sequence
-from .chain import Artifact, ChainClient, ContractRejected, LedgerUnavailable, load_artifact
-from .chain import outbox
+from .chain import Artifact, ChainClient, ContractRejected, LedgerUnavailable, load_artifact, outbox
 from .chain.outbox import Call, ForeignSigner
 from .models import AnchorBatch, AuditEntry
 

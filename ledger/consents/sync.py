@@ -4,10 +4,12 @@ The sign/persist/send/resend skeleton is the shared outbox (``ledger.chain.outbo
 module is its consent ``Purpose`` (grant and revoke calls, a mined or taken nonce) and the
 listener that turns confirmed events into the mirror.
 
-One beat task calls ``consent_sync``; it is single-flight (an advisory lock, try-only) and
-each step commits on its own, so a crash or an unreachable node loses nothing:
+One beat task calls ``consent_sync``; it is single-flight (advisory locks of the task and of
+its signing key, try-only) and each step commits on its own, so a crash or an unreachable
+node loses nothing:
 
-    queued --sign, persist bytes--> sent --mined--> mined
+    queued --sign, persist bytes--> sent --broadcast--> sent --mined--> mined
+    sent, never broadcast (a crash in between)    --> the same bytes, at the next tick
     sent, not mined after RESEND_SECONDS         --> the same bytes again (re-signed with higher
                                                       fees when the base fee rose above the offer)
     sent, its nonce used by something else        --> queued again (re-signed, fresh nonce),
@@ -41,8 +43,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ledger import consent_format as fmt
-from ledger.chain import Artifact, ChainClient, ContractRejected, LedgerUnavailable, load_artifact
-from ledger.chain import outbox
+from ledger.chain import Artifact, ChainClient, ContractRejected, LedgerUnavailable, load_artifact, outbox
 from ledger.chain.outbox import Call, ForeignSigner
 from ledger.models import ChainCursor, ConsentChainTx, ConsentToken
 

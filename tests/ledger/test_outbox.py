@@ -21,8 +21,7 @@ from django.db import connection
 from django.utils import timezone
 from eth_account import Account
 
-from ledger.chain import LedgerUnavailable, load_artifact
-from ledger.chain import outbox
+from ledger.chain import LedgerUnavailable, load_artifact, outbox
 from ledger.chain.outbox import Call
 from ledger.chain.web3_client import Web3ChainClient
 from ledger.models import ConsentChainTx, ConsentToken
