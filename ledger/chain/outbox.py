@@ -148,11 +148,16 @@ def next_nonce(client: ChainClient, model: type[ChainTransaction], chain_id: int
 
 def sign_and_persist(client: ChainClient, purpose: Purpose, tx: Tx, *, nonce: int,
                      fees: tuple[int, int], also: Callable[[], Any] | None = None) -> Tx:
-    """Sign the purpose's call and commit the bytes (with ``also``'s rows) before any send."""
+    """Sign the purpose's call and commit the bytes (with ``also``'s rows) before any send.
+
+    A signing that supersedes one (``replace``) keeps the old hash in ``replaced_tx_hashes``.
+    """
     call = purpose.call(tx)
     max_fee, priority = max(fees[0], fees[1]), fees[1]
     signed = client.signed_call(call.artifact, call.contract, call.function, *call.args, nonce=nonce,
                                 max_fee_per_gas=max_fee, max_priority_fee_per_gas=priority, gas=call.gas)
+    if tx.raw_tx is not None and tx.tx_hash and tx.tx_hash != signed.tx_hash:
+        tx.replaced_tx_hashes = [*tx.replaced_tx_hashes, tx.tx_hash]
     tx.signer, tx.nonce, tx.raw_tx, tx.tx_hash = client.address, nonce, signed.raw, signed.tx_hash
     tx.max_fee_per_gas, tx.max_priority_fee_per_gas = max_fee, priority
     tx.status, tx.attempts, tx.sent_at = tx.SIGNED, 0, None
@@ -215,7 +220,6 @@ def replace(client: ChainClient, purpose: Purpose, tx: Tx, now: datetime, *,
     fees = (max(max_fee, bumped(int(tx.max_fee_per_gas or 0))),
             max(priority, bumped(int(tx.max_priority_fee_per_gas or 0))))
     old_hash = tx.tx_hash
-    tx.replaced_tx_hashes = [*tx.replaced_tx_hashes, old_hash]
     sign_and_persist(client, purpose, tx, nonce=tx.nonce if nonce is None else nonce, fees=fees)
     purpose.replaced(tx, old_hash)
     return send(client, purpose, tx, now)
@@ -227,7 +231,10 @@ def bumped(fee: int) -> int:
 
 
 def unsign(tx: ChainTransaction, status: str) -> None:
-    """Back to deciding: the bytes, nonce and block are forgotten; signed again later."""
+    """Back to deciding: the bytes, nonce and block are forgotten; signed again later.
+
+    For models whose rows may wait unsigned (a queue); one signed at creation re-signs instead.
+    """
     tx.status, tx.raw_tx, tx.tx_hash, tx.nonce, tx.sent_at = status, None, None, None, None
     tx.block_number = tx.block_hash = None
     tx.max_fee_per_gas = tx.max_priority_fee_per_gas = None
