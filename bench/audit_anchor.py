@@ -17,7 +17,7 @@ Three parts, each printing a Markdown table (pasted into docs/benchmarks.md):
    transactions: deploy, member registration (``grantRole``), the no-op repeats and a repeat
    older than the contract's window (mined with a fixed gas limit, reverts ``Overlap``).
 2. Sustained anchoring: ``--producers`` threads of a process of their own (as web workers are)
-   append BALP AuditEvents with ``ledger.audit.audit_append`` at ``--rate`` events/s while the
+   append BALP AuditEvents with ``ledger.services.audit_append`` at ``--rate`` events/s while the
    main process runs ``anchor_tick`` every second (AUDIT_ANCHOR_MAX_ENTRIES
    5000, interval 1 s, 1 confirmation) for ``--seconds``; events/s appended and anchored,
    backlog over time, lag from ``recorded`` to the end of the tick that confirmed the batch.
@@ -86,7 +86,7 @@ def deploy(client, registry: Path) -> str:
 def balp_event(n: int, recorded: datetime) -> tuple[dict, str]:
     from django.conf import settings
 
-    from ledger.audit import audit_event_balp
+    from ledger.balp import audit_event_balp
 
     patient = f"{n % 5000:08x}-bench-patient"
     interaction = ("read", "search-type", "create", "read", "vread")[n % 5]
@@ -103,16 +103,16 @@ def balp_event(n: int, recorded: datetime) -> tuple[dict, str]:
 
 def synthetic_tree(size: int, event_text: str, salt: bytes, seq: int, index: int) -> list[bytes]:
     """``size`` leaves: random ones around the real salted leaf of ``event_text`` at ``index``."""
-    from ledger import proofs
+    from ledger.verify import audit_format
 
     leaves = [hashlib.sha256(b"\0" + i.to_bytes(8, "big")).digest() for i in range(size)]
-    leaves[index] = proofs.leaf_hash(salt, seq, event_text.encode())
+    leaves[index] = audit_format.leaf_hash(salt, seq, event_text.encode())
     return leaves
 
 
 def gas_part(client, address: str, url: str, singles: int) -> tuple[list[list], dict]:
-    from ledger import merkle, proofs
     from ledger.chain import load_artifact
+    from ledger.verify import audit_format, merkle
     from django.conf import settings
 
     artifact = load_artifact("AuditAnchor", settings.CONTRACTS_BUILD_DIR)
@@ -143,7 +143,7 @@ def gas_part(client, address: str, url: str, singles: int) -> tuple[list[list], 
         index = size // 2
         seq = first + index
         recorded = datetime.now(dt_timezone.utc)
-        event_text = proofs.canonical_json(balp_event(seq, recorded)[0])
+        event_text = audit_format.canonical_json(balp_event(seq, recorded)[0])
         salt = secrets.token_bytes(32)
         t0 = time.perf_counter()
         leaves = synthetic_tree(size, event_text, salt, seq, index)
@@ -238,7 +238,7 @@ def raw_insert_rate(database_url: str, seconds: float, threads: int) -> float:
     """Reference: the same two rows per event into plain tables, one commit per event."""
     import psycopg
 
-    from ledger import proofs
+    from ledger.verify import audit_format
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS bench_plain_entry, bench_plain_salt")
@@ -256,7 +256,7 @@ def raw_insert_rate(database_url: str, seconds: float, threads: int) -> float:
                     entry_id = conn.execute(
                         "INSERT INTO bench_plain_entry (recorded, event, patient_id, agent, outcome) "
                         "VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                        [recorded, proofs.canonical_json(event), patient, "clinician", "0"]).fetchone()[0]
+                        [recorded, audit_format.canonical_json(event), patient, "clinician", "0"]).fetchone()[0]
                     conn.execute("INSERT INTO bench_plain_salt (entry_id, salt) VALUES (%s, %s)",
                                  [entry_id, secrets.token_bytes(32)])
                 count += 1
@@ -272,7 +272,7 @@ def append_only_rate(seconds: float, threads: int) -> float:
     """``audit_append`` as fast as it goes, no anchoring running (the entries stay for part 2)."""
     from django.db import connection
 
-    from ledger.audit import audit_append
+    from ledger.services import audit_append
 
     def work(k: int, deadline: float) -> int:
         count = 0
@@ -301,7 +301,7 @@ def sustained_part(client, url: str, seconds: float, rate: float, pre: int, prod
     from django.db import connection, connections, transaction
 
     from ledger.anchoring import anchor_tick
-    from ledger.audit import audit_append
+    from ledger.services import audit_append
 
     settings.AUDIT_ANCHOR_MAX_ENTRIES = 5000
     settings.AUDIT_ANCHOR_INTERVAL_SECONDS = 1.0
@@ -433,7 +433,7 @@ def time_call(function, minimum_seconds: float = 0.5) -> tuple[float, int]:
 def proofs_part(client, url: str, gas_info: dict) -> list[list]:
     import subprocess
 
-    from ledger import merkle, proofs
+    from ledger.verify import audit_check, audit_format, audit_proof, merkle
 
     rows = []
     chain_id = client.chain_id()
@@ -445,9 +445,9 @@ def proofs_part(client, url: str, gas_info: dict) -> list[list]:
                   "transaction": mined["transaction"], "block_number": mined["block_number"],
                   "block_hash": mined["block_hash"]}
         t0 = time.perf_counter()
-        proof = proofs.proof_document(
+        proof = audit_proof.proof_document(
             entry_id=item["seq"], seq=item["seq"], event=item["event"], salt=item["salt"], prev_hash=prev,
-            entry_hash=proofs.chain_hash(prev, item["seq"], item["leaves"][item["index"]]),
+            entry_hash=audit_format.chain_hash(prev, item["seq"], item["leaves"][item["index"]]),
             leaves=item["leaves"], first_seq=item["first"], anchor=anchor)
         build_seconds = time.perf_counter() - t0
         assert proof["merkle"]["root"] == "0x" + item["root"].hex()
@@ -455,14 +455,14 @@ def proofs_part(client, url: str, gas_info: dict) -> list[list]:
         del hashes_only["salt"], hashes_only["entry"]["event"]
         full_json = len(json.dumps(proof, separators=(",", ":")).encode())
         hashes_json = len(json.dumps(hashes_only, separators=(",", ":")).encode())
-        offline, _ = time_call(lambda: proofs.verify_offline(proof))
+        offline, _ = time_call(lambda: audit_check.verify_offline(proof))
         path = [bytes.fromhex(p[2:]) for p in proof["merkle"]["path"]]
         leaf = bytes.fromhex(proof["entry"]["leaf_hash"][2:])
         merkle_only, _ = time_call(lambda: merkle.root_from_path(leaf, item["index"], size, path))
-        ok, reason = proofs.verify_proof(proof, rpc_url=url)
+        ok, reason = audit_check.verify_proof(proof, rpc_url=url)
         if not ok:
             raise RuntimeError(f"proof of batch {size} does not verify: {reason}")
-        online, _ = time_call(lambda: proofs.verify_proof(proof, rpc_url=url), 1.0)
+        online, _ = time_call(lambda: audit_check.verify_proof(proof, rpc_url=url), 1.0)
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
             json.dump(proof, handle)
         cli = Path(sys.executable).parent / "carrack-verify"

@@ -1,8 +1,8 @@
 """What the consent check pays for "only the patient's own hospital's Consents count" (issue 11).
 
 Runs on the database ``bench/consent.py`` leaves behind (its Patients, Consents and 100k mirror
-tokens): the check as it is (``ledger.consents.check._CHECK_SQL``, with the EXISTS that joins the
-token's Consent to its Patient's owner) against the same statement without that EXISTS, for
+tokens): the check as it is (``ledger.consents.check._CHECK_SQL``, with the EXISTS that compares the
+token's Consent organization with its patient's owner in ``ledger_patientowner``) against the same statement without that EXISTS, for
 random patients with tokens, alternating rounds:
 
     .venv/bin/python bench/consent.py --patients 300     # once, fills the database

@@ -36,6 +36,7 @@ urlpatterns = [
     path("fhir/", include("ehr.api.urls")),
     path("dicomweb/", include("imaging.api.urls")),
     path("api/ledger/", include("ledger.api.urls")),
+    path("api/jobs/", include("jobs.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/schema/swagger-ui/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]

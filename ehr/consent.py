@@ -1,7 +1,7 @@
 """What a FHIR R4 Consent grants and denies, as flat rules the consent service can enforce.
 
 Pure (no database): ``consent_rules(consent)`` reads a parsed Consent and returns one
-``ConsentRule`` per (grantee, purpose) of every permit and deny provision, nested
+``ConsentRule`` (the ledger's plain value, ``ledger.consents.rules``) per (grantee, purpose) of every permit and deny provision, nested
 provisions included. A nested provision is an exception to its parent: it inherits the
 parent's actors, purposes and period where it names none, and its period is cut to the
 parent's. Only an ``active`` Consent grants or denies anything.
@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from ehr.fhir import FhirError
+from ledger.consents.rules import DENY, PERMIT, ConsentRule
 
-PERMIT, DENY = "permit", "deny"
 GRANTEE_TYPES = ("Organization", "ResearchStudy")
 PURPOSE_SYSTEMS = (
     "http://terminology.hl7.org/CodeSystem/v3-ActReason",
@@ -31,17 +31,6 @@ PURPOSE_CODE = re.compile(r"^[A-Z]{2,16}$")
 DATA_NARROWING = ("class", "code", "data", "dataPeriod", "securityLabel")
 ACCESS_ACTIONS = {"access", "use"}
 ACTION_SYSTEM = "http://terminology.hl7.org/CodeSystem/consentaction"
-
-
-@dataclass(frozen=True)
-class ConsentRule:
-    """One permit or deny; ``None`` grantee or purpose (denies only) means any."""
-
-    kind: str
-    grantee: str | None
-    purpose: str | None
-    valid_from: datetime | None
-    valid_until: datetime | None  # exclusive
 
 
 def consent_rules(consent: dict) -> list[ConsentRule]:

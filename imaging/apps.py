@@ -6,3 +6,6 @@ class ImagingConfig(AppConfig):
 
     name = "imaging"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import job_kinds  # noqa: F401 - registers imaging.deid_sweep with jobs.registry

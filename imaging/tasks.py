@@ -5,11 +5,11 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import OperationalError
 
-from . import services
+from jobs.runner import job_run
+from jobs.services import job_submit
 
-# The sweep may wait for the broker longer than a request would: it runs on a worker, inside
-# its time limit, and answers nobody.
-SWEEP_PUBLISH_WAIT = 30.0
+from . import services
+from .job_kinds import DEID_SWEEP, DEID_SWEEP_KEY
 
 
 @shared_task(name="imaging.deidentify_instance", ignore_result=True, acks_late=True,
@@ -45,6 +45,10 @@ def deidentify_pending() -> int:
     """Beat's sweep of the outbox: publish the copies whose message never reached the broker.
 
     An ingest publishes after commit with a short timeout and leaves what failed here (a
-    broker outage); a copy published twice is made once. Returns how many were published.
+    broker outage); a copy published twice is made once. The sweep is the job
+    ``imaging.deid_sweep`` (``imaging.job_kinds``), single-flight and run here, on this worker:
+    a sweep still running elsewhere is left alone. Returns how many were published.
     """
-    return services.deidentify_queue(services.instances_deidentify_pending(), wait=SWEEP_PUBLISH_WAIT)
+    job = job_submit(kind=DEID_SWEEP, key=DEID_SWEEP_KEY, send=False)
+    finished = job_run(job_id=job.pk)
+    return (finished.result or {}).get("published", 0) if finished is not None else 0

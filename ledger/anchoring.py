@@ -56,11 +56,11 @@ from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
 
-from . import merkle
-from .audit import audit_sequence
 from .chain import Artifact, ChainClient, ContractRejected, LedgerUnavailable, load_artifact, outbox
 from .chain.outbox import Call, ForeignSigner
 from .models import AnchorBatch, AuditEntry
+from .services import audit_sequence
+from .verify import merkle
 
 logger = logging.getLogger(__name__)
 

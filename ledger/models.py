@@ -172,3 +172,18 @@ class ChainCursor(models.Model):
     chain_id = models.BigIntegerField()
     contract = models.CharField(max_length=42)
     block = models.BigIntegerField()
+
+
+class PatientOwner(models.Model):
+    """Which organization manages a patient now: ``ehr``'s Patient owner, mirrored on every write.
+
+    The consent check compares it with the organization of a token's Consent, so a Consent
+    another hospital wrote for the patient's id never opens anything. ``ehr.services`` keeps it
+    in the write's own transaction: a Patient created, changed, claimed or deleted (no row).
+    """
+
+    patient_id = models.CharField(max_length=64, primary_key=True)
+    organization_id = models.CharField(max_length=64, null=True)
+
+    def __str__(self) -> str:
+        return f"Patient/{self.patient_id} managed by {self.organization_id}"

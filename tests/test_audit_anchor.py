@@ -7,9 +7,10 @@ import os
 import pytest
 from web3 import Web3
 
-from ledger import proofs
 from ledger.chain import ContractRejected
 from ledger.chain.web3_client import Web3ChainClient
+from ledger.verify import audit_check, audit_format
+from ledger.verify.errors import ProofInvalid
 from tests.conftest import OUTSIDER_KEY
 
 ROOT_A = bytes.fromhex("aa" * 32)
@@ -120,17 +121,17 @@ def test_only_the_16_most_recent_anchors_may_be_repeated(anchor, chain, audit_an
 def test_history_of_is_the_documented_sha256_accumulator(anchor, chain):
     ranges = [(1, 10, ROOT_A), (11, 11, ROOT_B), (12, 1_000_011, ROOT_A)]
     assert anchor.view("historyOf", chain.address) == [
-        0, 0, proofs.genesis_accumulator(anchor.address, chain.address)]
+        0, 0, audit_format.genesis_accumulator(anchor.address, chain.address)]
 
     for first, last, root in ranges:
         anchor(first, last, root)
 
     assert anchor.view("historyOf", chain.address) == [
-        1_000_011, 3, proofs.history_accumulator(anchor.address, chain.address, ranges)]
+        1_000_011, 3, audit_format.history_accumulator(anchor.address, chain.address, ranges)]
     where = {"chain_id": chain.chain_id(), "contract": anchor.address, "member": chain.address}
-    proofs.check_history(os.environ["CHAIN_RPC_URL"], **where, ranges=ranges, confirmed=3)
-    with pytest.raises(proofs.ProofInvalid, match="accumulator"):
-        proofs.check_history(os.environ["CHAIN_RPC_URL"], **where,
+    audit_check.check_history(os.environ["CHAIN_RPC_URL"], **where, ranges=ranges, confirmed=3)
+    with pytest.raises(ProofInvalid, match="accumulator"):
+        audit_check.check_history(os.environ["CHAIN_RPC_URL"], **where,
                              ranges=[*ranges[:2], (12, 1_000_011, ROOT_B)], confirmed=3)
 
 

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "imaging",
     "ledger",
     "ai_jobs",
+    "jobs",
 ]
 
 MIDDLEWARE = [
@@ -323,6 +324,24 @@ CACHES = {
 # Static files are served by the app only under `make run` (config.settings.local).
 SERVE_STATIC_FILES = False
 # --- end of OAuth / SMART hardening ----------------------------------------------------------
+
+# --- Jobs: long work as database rows (jobs/, docs/jobs.md) ----------------------------------
+# A running job's worker renews its lease (JOBS_LEASE_SECONDS) as it reports progress; the sweep
+# (beat, every JOBS_SWEEP_SECONDS) queues again a job whose lease expired (its worker died), up
+# to JOBS_MAX_ATTEMPTS runs, and sends a queued job never sent (the broker was down at submit)
+# or sent JOBS_REQUEUE_SECONDS ago and still not started (its message was lost).
+JOBS_LEASE_SECONDS = env.float("JOBS_LEASE_SECONDS", default=60.0)
+JOBS_SWEEP_SECONDS = env.float("JOBS_SWEEP_SECONDS", default=30.0)
+JOBS_REQUEUE_SECONDS = env.float("JOBS_REQUEUE_SECONDS", default=600.0)
+JOBS_MAX_ATTEMPTS = env.int("JOBS_MAX_ATTEMPTS", default=3)
+CELERY_BEAT_SCHEDULE.update({
+    "jobs.sweep": {
+        "task": "jobs.sweep",
+        "schedule": JOBS_SWEEP_SECONDS,
+        "options": {"expires": JOBS_SWEEP_SECONDS},
+    },
+})
+# --- end of jobs ------------------------------------------------------------------------------
 
 # --- Imaging: DICOM store, DIMSE SCP, DICOMweb, de-identification (imaging/, docs/imaging.md) --
 # The SCP (`manage.py dicom_scp`, started by `make run`) listens on DICOM_BIND_ADDRESS:port as

@@ -17,7 +17,8 @@ from django.utils import timezone
 from ehr.access.policy import BREAK_GLASS_HEADER
 from ehr.fhir import ID_PATTERN
 from ehr.models import Resource
-from ledger.audit import audit_append, audit_event_balp
+from ledger.balp import audit_event_balp
+from ledger.services import audit_append
 
 # (view kind, HTTP method) → FHIR restful-interaction code
 INTERACTIONS = {

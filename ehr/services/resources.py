@@ -20,6 +20,7 @@ from ehr.fhir import FhirError, check_id, json_error, parse_resource, require_re
 from ehr.models import Resource
 from ehr.selectors import resource_present
 
+from . import ledger_mirror
 from .storage import Pending, insert_new, mark_deleted, new_id, replace_current
 
 MAX_CONDITIONAL_MATCHES = 2
@@ -102,8 +103,9 @@ def resources_create_with_ids(*, resource_type: str, items: list[tuple[str, str,
 
 def resource_owner_claim(*, row: Resource, organization_id: str) -> None:
     """Give a resource to an organization (a server-owned resource a squatter once wrote)."""
-    Resource.objects.filter(pk=row.pk).exclude(organization_id=organization_id).update(
-        organization_id=organization_id)
+    if Resource.objects.filter(pk=row.pk).exclude(organization_id=organization_id).update(
+            organization_id=organization_id):
+        ledger_mirror.owner_claimed(row, organization_id)
 
 
 def _refuse_client_id(parsed: dict) -> None:

@@ -21,7 +21,8 @@ from ehr.fhir import instant, patient_not_writable, refuse_server_written
 from ehr.indexing import IndexValues, extract_index_values
 from ehr.models import INDEX_MODELS, Resource, ResourceVersion
 from ehr.searchparams import patient_compartment
-from ledger.consents.tokens import consent_tokens_refresh
+
+from . import ledger_mirror
 
 # Inside a transaction Bundle, rows whose patient does not exist yet: checked at its end.
 _awaiting_patients: ContextVar[list[Resource] | None] = ContextVar("awaiting_patients", default=None)
@@ -75,9 +76,10 @@ def insert_new(pendings: list[Pending], now: datetime | None = None) -> list[Res
         rows.append(row)
     _assign_owners(rows, pendings)
     Resource.objects.bulk_create(rows)
+    ledger_mirror.patients_written(rows)
     _store_versions(rows, [p.method for p in pendings])
     write_indexes(rows, values)
-    _consents_changed(rows)
+    ledger_mirror.consents_changed(rows)
     return rows
 
 
@@ -94,24 +96,19 @@ def replace_current(row: Resource, pending: Pending, now: datetime | None = None
     previous_owner = row.organization_id
     _assign_owners([row], [pending])
     row.save(update_fields=["version_id", "last_updated", "deleted", "text", "organization_id", "patient_id"])
+    ledger_mirror.patients_written([row])
     if row.resource_type == "Patient" and row.organization_id != previous_owner:
         # The hospital managing a patient owns the patient's whole compartment.
         Resource.objects.filter(patient_id=row.logical_id).exclude(pk=row.pk).update(
             organization_id=row.organization_id)
         ResourceVersion.objects.filter(resource__patient_id=row.logical_id, patient_id=row.logical_id).update(
             organization_id=row.organization_id)
+        ledger_mirror.patient_moved(row)
     _store_versions([row], [pending.method])
     clear_indexes([row.pk])
     write_indexes([row], [values])
-    _consents_changed([row], previous_patient)
+    ledger_mirror.consents_changed([row], previous_patient)
     return row
-
-
-def _consents_changed(rows: list[Resource], previous_patient: str | None = None) -> None:
-    """A written Consent changes its patient's consent tokens, in this same transaction."""
-    consents = [row for row in rows if row.resource_type == "Consent"]
-    if consents:
-        consent_tokens_refresh(patient_ids={previous_patient, *(row.patient_id for row in consents)})
 
 
 def _derive_patient(row: Resource, pending: Pending) -> IndexValues:
@@ -204,9 +201,10 @@ def mark_deleted(row: Resource, now: datetime | None = None) -> Resource:
     row.deleted = True
     row.text = ""
     row.save(update_fields=["version_id", "last_updated", "deleted", "text"])
+    ledger_mirror.patient_deleted(row)
     _store_versions([row], ["DELETE"])
     clear_indexes([row.pk])
-    _consents_changed([row], row.patient_id)
+    ledger_mirror.consents_changed([row], row.patient_id)
     return row
 
 

@@ -6,7 +6,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from imaging.models import Study
-from ledger.audit import DEVICE_AGENT_PREFIX, audit_append, audit_event_balp
+from ledger.balp import DEVICE_AGENT_PREFIX, audit_event_balp
+from ledger.services import audit_append
 
 
 def dimse_store_audit(*, calling_ae: str, study: Study | None, outcome: str,

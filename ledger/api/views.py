@@ -1,10 +1,10 @@
-"""The ledger's HTTP door: thin views over ``ledger.audit`` and ``ledger.proofs``.
+"""The ledger's HTTP door: thin views over ``ledger.selectors`` and ``ledger.consents.proofs``.
 
 The same rules as ``/fhir/`` (docs/access-control.md): the bearer token from the
 ``Authorization`` header only (``ehr.api.http.authenticate``; a token in the URL, which proxies
 and servers log, is refused), the SMART scope of what is read (``AuditEvent.r`` for audit
 proofs, ``Consent.r`` for consent proofs), who reads what decided in one place each
-(``ehr.api.auditevents.audit_entries_readable``, ``ledger.consents.proofs.consent_tokens_readable``),
+(``ehr.api.auditevents.audit_entries_readable``, ``ledger.selectors.consent_tokens_readable``),
 and one AuditEvent per request, allowed or refused, in the request's own transaction. A proof
 the caller may not read answers exactly as one that does not exist. Errors are a fixed JSON
 shape ``{"error": {"code", "message"}}``, never a traceback, and quote nothing the caller sent.
@@ -16,6 +16,7 @@ import logging
 import re
 
 from django.db import transaction
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
@@ -31,11 +32,16 @@ from ehr.api.audit import AccessRecord, write_audit
 from ehr.api.auditevents import AUDIT_LOG_REFUSED, audit_entries_readable
 from ehr.api.http import access_context, authenticate
 from ehr.fhir import FhirError
-from ledger import proof_binary
-from ledger.audit import audit_entry_get
 from ledger.chain import consent_client
-from ledger.consents.proofs import consent_proof, consent_token_get, consent_tokens_readable
-from ledger.proofs import ProofUnavailable, audit_proof
+from ledger.consents.proofs import consent_proof
+from ledger.selectors import (
+    ProofUnavailable,
+    audit_entry_get,
+    audit_proof,
+    consent_token_get,
+    consent_tokens_readable,
+)
+from ledger.verify import proof_binary
 
 from .serializers import (
     AuditProofSerializer,
@@ -261,10 +267,15 @@ class ConsentProofView(LedgerAPIView):
         if token is not None:  # the audit entry of this request names the Consent and its patient
             self.access.resource = f"Consent/{token.consent_id}/_history/{token.consent_version}"
             self.access.patient_id = token.patient_id
-        if token is None or consent_token_get(token_id=token_id, within=consent_tokens_readable(ctx)) is None:
+        if token is None or consent_token_get(token_id=token_id, within=_readable_tokens(ctx)) is None:
             # One answer for both: a token id alone must not reveal that a patient consented.
             return error_response(status.HTTP_404_NOT_FOUND, "not_found", "no such consent token")
         if token.grant_tx_hash is None:
             return error_response(status.HTTP_409_CONFLICT, "not_confirmed",
                                   "the grant is not confirmed on chain yet")
         return Response(consent_proof(token=token, client=consent_client()))
+
+
+def _readable_tokens(ctx) -> Q:
+    return consent_tokens_readable(role=ctx.role, organization_id=ctx.organization_id,
+                                   patient_id=ctx.patient_id)

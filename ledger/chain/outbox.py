@@ -34,8 +34,8 @@ from django.db import models, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from ledger.deployments import read_deployments
 from ledger.locks import single_flight
-from ledger.selectors import deployed_contracts
 
 from . import Artifact, ChainClient, LedgerError, LedgerUnavailable
 
@@ -268,7 +268,9 @@ def depth(client: ChainClient, mined: dict) -> int:
 # --- the contract ---------------------------------------------------------------------------
 
 def deployment(name: str, chain_id: int) -> dict | None:
-    return deployed_contracts(registry=settings.CHAIN_DEPLOYMENTS_FILE, chain_id=chain_id).get(name)
+    """The contract's entry in the deployments file (read directly: ``ledger.models`` imports
+    this module, so it cannot go through ``ledger.selectors``)."""
+    return read_deployments(settings.CHAIN_DEPLOYMENTS_FILE, chain_id).get(name)
 
 
 def contract_address(name: str, chain_id: int) -> str:

@@ -7,9 +7,10 @@ lies in its period, and no deny of the patient covers the grantee, purpose and m
 Fail closed: no token, a pending grant, a revoked or expired token all answer no.
 
 Only the patient's own hospital's records (the patient's own Consents among them) define the
-patient's consent: a token counts only while the Consent it came from belongs to the
-organization that manages the patient now. A Consent another hospital wrote for the same
-patient id (planted before the patient was registered, say) never opens anything.
+patient's consent: a token counts only while the Consent it came from (the token stores its
+organization) belongs to the organization that manages the patient now (``PatientOwner``, kept
+by ehr on every write; no row for a deleted patient). A Consent another hospital wrote for the
+same patient id (planted before the patient was registered, say) never opens anything.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from ehr.models import Resource
-from ledger.models import ConsentDeny, ConsentToken
+from ledger.models import ConsentDeny, ConsentToken, PatientOwner
 
 # The hot path (every read of another hospital's record): one statement, no ORM building.
 _CHECK_SQL = """
@@ -30,9 +30,8 @@ WHERE t.status = 'active' AND t.grantee = %(grantee)s AND t.purpose = %(purpose)
   AND t.patient_id = %(patient)s
   AND (t.valid_from IS NULL OR t.valid_from <= %(at)s) AND (t.valid_until IS NULL OR t.valid_until > %(at)s)
   AND EXISTS (
-    SELECT 1 FROM ehr_resource c JOIN ehr_resource p
-      ON p.resource_type = 'Patient' AND p.logical_id = t.patient_id AND NOT p.deleted
-    WHERE c.resource_type = 'Consent' AND c.logical_id = t.consent_id AND c.organization_id = p.organization_id)
+    SELECT 1 FROM ledger_patientowner o
+    WHERE o.patient_id = t.patient_id AND o.organization_id = t.organization_id)
   AND NOT EXISTS (
     SELECT 1 FROM ledger_consentdeny d
     WHERE d.patient_id = %(patient)s AND (d.grantee IS NULL OR d.grantee = %(grantee)s)
@@ -78,11 +77,9 @@ def _active_tokens(grantee: str, purpose: str, moment: datetime) -> QuerySet:
 
 
 def _consent_of_patients_hospital() -> QuerySet:
-    """The token's Consent, if it belongs to the organization managing the token's patient."""
-    owner = Resource.objects.filter(resource_type="Patient", logical_id=OuterRef(OuterRef("patient_id")),
-                                    deleted=False).values("organization_id")[:1]
-    return Resource.objects.filter(resource_type="Consent", logical_id=OuterRef("consent_id"),
-                                   organization_id=Subquery(owner))
+    """The token's patient, if the organization managing it is the one of the token's Consent."""
+    return PatientOwner.objects.filter(patient_id=OuterRef("patient_id"),
+                                       organization_id=OuterRef("organization_id"))
 
 
 def _denies(grantee: str, purpose: str, moment: datetime) -> QuerySet:

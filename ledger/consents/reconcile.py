@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from ledger import consent_format as fmt
 from ledger.chain import ChainClient
 from ledger.models import ConsentChainTx, ConsentToken
+from ledger.verify import consent_format as fmt
 
 from .sync import artifact, registry_address
 

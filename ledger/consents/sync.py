@@ -42,10 +42,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ledger import consent_format as fmt
 from ledger.chain import Artifact, ChainClient, ContractRejected, LedgerUnavailable, load_artifact, outbox
 from ledger.chain.outbox import Call, ForeignSigner
 from ledger.models import ChainCursor, ConsentChainTx, ConsentToken
+from ledger.verify import consent_format as fmt
 
 logger = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ from django.utils import timezone
 
 from config.stack.services import BASE_DIR
 from ehr.models import Resource, Role
-from ledger import consent_format as fmt
 from ledger.chain import consent_client
 from ledger.consents.check import consent_check
 from ledger.consents.reconcile import consent_reconcile
 from ledger.consents.sync import artifact, consent_sync
 from ledger.models import AuditEntry, ConsentChainTx, ConsentToken
+from ledger.verify import consent_format as fmt
 from tests.access.test_policy import make_client
 from tests.ehr.conftest import observation, patient
 
@@ -370,7 +370,7 @@ def _verify(path, *extra) -> tuple[int, str]:
     from django.conf import settings
 
     result = subprocess.run(
-        [sys.executable, "-m", "ledger.verify_cli", "consent", str(path), "--rpc", settings.CHAIN_RPC_URL, *extra],
+        [sys.executable, "-m", "ledger.verify.cli", "consent", str(path), "--rpc", settings.CHAIN_RPC_URL, *extra],
         cwd=BASE_DIR, capture_output=True, text=True, timeout=60,
     )
     return result.returncode, result.stdout.split(":")[0] if result.returncode == 0 else result.stdout

@@ -8,11 +8,11 @@ import pytest
 from django.conf import settings as django_settings
 from web3 import Web3
 
-from ledger import merkle
-from ledger.audit import audit_append, audit_range_leaves, audit_sequence
 from ledger.chain.web3_client import Web3ChainClient
 from ledger.models import AnchorBatch, AuditEntry
-from ledger.services import contracts_deploy
+from ledger.selectors import audit_range_leaves
+from ledger.services import audit_append, audit_sequence, contracts_deploy
+from ledger.verify import merkle
 
 RPC = os.environ.get("CHAIN_RPC_URL", "http://127.0.0.1:8545")
 

@@ -18,13 +18,14 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from ledger import merkle, proofs
 from ledger.anchoring import ANCHOR_LOCK, anchor_tick
-from ledger.audit import audit_append, audit_range_leaves
 from ledger.chain import chain_client
 from ledger.chain.web3_client import Web3ChainClient
 from ledger.models import AnchorBatch, AuditEntry
+from ledger.selectors import audit_range_leaves
+from ledger.services import audit_append
 from ledger.tasks import anchor_audit
+from ledger.verify import audit_format, merkle
 
 from tests.ledger.conftest import configure_anchoring
 
@@ -78,7 +79,7 @@ def assert_anchored_exactly_once(client, artifact, address, total: int) -> None:
     ]
     assert client.call(artifact, address, "historyOf", client.address) == [
         total, len(rows),
-        proofs.history_accumulator(address, client.address,
+        audit_format.history_accumulator(address, client.address,
                                    [(b.first_seq, b.last_seq, bytes(b.root)) for b in rows])]
     for b in rows:
         assert bytes(b.root) == merkle.root(audit_range_leaves(first_seq=b.first_seq,
@@ -399,8 +400,8 @@ def test_when_the_replaced_transaction_is_mined_instead_the_batch_follows_the_ch
 @pytest.mark.django_db(transaction=True)
 def test_a_contract_without_code_is_reported_and_nothing_is_signed(chain, settings, tmp_path):
     from ledger.anchoring import anchor_tick
-    from ledger.audit import audit_append
     from ledger.models import AnchorBatch
+    from ledger.services import audit_append
 
     settings.CHAIN_DEPLOYMENTS_FILE = tmp_path / "deployments.json"
     settings.CHAIN_DEPLOYMENTS_FILE.write_text(

@@ -10,9 +10,10 @@ import pytest
 from django.db import IntegrityError, connection, connections, transaction
 from fhir.resources.R4B.auditevent import AuditEvent
 
-from ledger import proofs
-from ledger.audit import audit_append, audit_event_balp, audit_sequence
+from ledger.balp import audit_event_balp
 from ledger.models import AnchorBatch, AuditEntry, AuditSalt
+from ledger.services import audit_append, audit_sequence
+from ledger.verify import audit_format
 
 pytestmark = pytest.mark.django_db
 WHEN = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -253,4 +254,4 @@ def test_a_break_the_glass_access_is_flagged_and_a_denied_one_has_its_outcome():
 
 
 def test_canonical_json_is_sorted_compact_utf8():
-    assert proofs.canonical_json({"b": 1, "a": ["é", None]}) == '{"a":["é",null],"b":1}'
+    assert audit_format.canonical_json({"b": 1, "a": ["é", None]}) == '{"a":["é",null],"b":1}'

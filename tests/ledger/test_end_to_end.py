@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from ledger import merkle, proofs
 from ledger.anchoring import anchor_tick
-from ledger.audit import audit_range_leaves
 from ledger.models import AnchorBatch, AuditEntry, AuditSalt
+from ledger.selectors import audit_proof, audit_range_leaves
+from ledger.verify import audit_format, merkle
 from tests.ehr.conftest import *  # noqa: F403  (the ``fhir`` fixture and whatever it needs)
 from tests.ehr.conftest import observation, patient
 from tests.ledger.conftest import configure_anchoring, deploy_anchor
@@ -95,7 +95,7 @@ def assert_anchored_exactly_once(client, artifact, address: str) -> int:
     assert client.call(artifact, address, "lastAnchored", client.address) == total
     known = [(b.first_seq, b.last_seq, bytes(b.root)) for b in rows]
     assert client.call(artifact, address, "historyOf", client.address) == [
-        total, len(rows), proofs.history_accumulator(address, client.address, known)]
+        total, len(rows), audit_format.history_accumulator(address, client.address, known)]
     for b in rows:
         assert bytes(b.root) == merkle.root(audit_range_leaves(first_seq=b.first_seq,
                                                                last_seq=b.last_seq))
@@ -153,12 +153,12 @@ def test_chain_down_500_api_accesses_are_all_anchored_once_and_provable(
     entries = list(AuditEntry.objects.select_related("batch").order_by("seq"))
     sample = [entries[0], entries[-1], *random.Random(500).sample(entries[1:-1], 20)]
     for entry in sample:
-        proof = proofs.audit_proof(entry=entry, include_salt=True)
+        proof = audit_proof(entry=entry, include_salt=True)
         assert proof["entry"]["seq"] == entry.seq and "salt" in proof
         done = verify_with_cli(proof, anvil_node.url, tmp_path)
         assert done.returncode == 0, (entry.seq, done.stdout, done.stderr)
         assert done.stdout.startswith(f"valid: event and leaf of entry seq {entry.seq} ")
-    tampered = proofs.audit_proof(entry=entries[-1], include_salt=True)
+    tampered = audit_proof(entry=entries[-1], include_salt=True)
     tampered["salt"] = "00" * 32
     assert verify_with_cli(tampered, anvil_node.url, tmp_path).returncode == 1
 
@@ -264,8 +264,8 @@ def test_no_personal_data_on_chain_and_the_salt_is_needed_to_link(
     for batch in AnchorBatch.objects.order_by("first_seq"):
         rows = list(AuditEntry.objects.filter(batch=batch).order_by("seq")
                     .values_list("seq", "event", "auditsalt__salt"))
-        salted = [proofs.leaf_hash(bytes(salt), seq, event.encode()) for seq, event, salt in rows]
-        unsalted = [merkle.leaf_hash(proofs.seq_bytes(seq) + event.encode()) for seq, event, _ in rows]
+        salted = [audit_format.leaf_hash(bytes(salt), seq, event.encode()) for seq, event, salt in rows]
+        unsalted = [merkle.leaf_hash(audit_format.seq_bytes(seq) + event.encode()) for seq, event, _ in rows]
         bare = [merkle.leaf_hash(event.encode()) for _, event, _ in rows]
         [event] = client.events(audit_anchor_artifact, address, "Anchored", member=client.address,
                                 firstSeq=batch.first_seq)

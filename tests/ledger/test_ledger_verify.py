@@ -6,8 +6,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from ledger import proofs
 from ledger.models import AnchorBatch
+from ledger.verify import audit_format
 from tests.ledger.conftest import RPC, anchored_entries
 
 pytestmark = [pytest.mark.django_db, pytest.mark.chain]
@@ -61,8 +61,8 @@ def test_a_rehashed_forgery_still_breaks_the_anchored_root(ledger):
         "JOIN ledger_auditsalt s ON s.entry_id = e.id WHERE e.seq >= 8 ORDER BY e.seq"))
     prev = bytes(rows[0][2])
     for seq, event, _, salt in rows:
-        leaf = proofs.leaf_hash(bytes(salt), seq, event.encode())
-        new_prev, prev = prev, proofs.chain_hash(prev, seq, leaf)
+        leaf = audit_format.leaf_hash(bytes(salt), seq, event.encode())
+        new_prev, prev = prev, audit_format.chain_hash(prev, seq, leaf)
         as_superuser("UPDATE ledger_auditentry SET prev_hash = %s, entry_hash = %s, leaf_hash = %s "
                      "WHERE seq = %s", [new_prev, prev, leaf, seq])
 

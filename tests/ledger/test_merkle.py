@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import merkle
+from ledger.verify import merkle
 
 # RFC 6962 reference data (google/certificate-transparency, transparency-dev/merkle).
 CT_DATA = [bytes.fromhex(h) for h in [

@@ -12,10 +12,11 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from ehr.models import Role
-from ledger import merkle, proofs
-from ledger.proof_binary import MEDIA_TYPE, proof_decode, proof_encode
-from ledger.audit import audit_append, audit_sequence
 from ledger.models import AuditEntry, AuditSalt
+from ledger.services import audit_append, audit_sequence
+from ledger.verify import audit_check, audit_proof, merkle
+from ledger.verify.errors import ProofInvalid
+from ledger.verify.proof_binary import MEDIA_TYPE, proof_decode, proof_encode
 from tests.imaging.conftest import role_token
 from tests.ledger.conftest import RPC, anchored_entries
 
@@ -135,7 +136,7 @@ def test_a_root_anchored_by_another_transaction_is_refused(anchored, staff_clien
     proof["anchor"].update(transaction=other.tx_hash, block_number=other.block_number,
                            block_hash=other.block_hash)
 
-    ok, reason = proofs.verify_proof(proof, rpc_url=RPC)
+    ok, reason = audit_check.verify_proof(proof, rpc_url=RPC)
 
     assert not ok and "no Anchored event" in reason
 
@@ -143,7 +144,7 @@ def test_a_root_anchored_by_another_transaction_is_refused(anchored, staff_clien
 def test_an_unreachable_node_is_not_a_valid_proof(anchored, staff_client):
     proof = staff_client.get(proof_url(anchored[0].pk)).json()
 
-    ok, reason = proofs.verify_proof(proof, rpc_url="http://127.0.0.1:9", timeout=2)
+    ok, reason = audit_check.verify_proof(proof, rpc_url="http://127.0.0.1:9", timeout=2)
 
     assert not ok and "unreachable" in reason
 
@@ -245,7 +246,7 @@ def test_half_proofs_are_refused(anchored, staff_client, change, reason):
     proof = staff_client.get(proof_url(anchored[3].pk)).json()
     change(proof)
 
-    ok, why = proofs.verify_proof(proof, rpc_url=RPC)
+    ok, why = audit_check.verify_proof(proof, rpc_url=RPC)
 
     assert not ok and reason in why
 
@@ -253,7 +254,7 @@ def test_half_proofs_are_refused(anchored, staff_client, change, reason):
 def test_a_valid_proof_names_the_contract_and_member_it_was_checked_against(anchored, staff_client):
     proof = staff_client.get(proof_url(anchored[3].pk)).json()
 
-    ok, summary = proofs.verify_proof(proof, rpc_url=RPC)
+    ok, summary = audit_check.verify_proof(proof, rpc_url=RPC)
 
     assert ok
     assert proof["anchor"]["contract"] in summary and proof["anchor"]["member"] in summary
@@ -294,7 +295,7 @@ def test_a_changed_or_cut_binary_proof_is_refused(anchored, user_client, tmp_pat
     assert _verify_file(tmp_path, bytes(flipped)).returncode == 1
     result = _verify_file(tmp_path, data[:-5])
     assert result.returncode == 1 and "truncated" in result.stdout
-    with pytest.raises(proofs.ProofInvalid, match="trailing"):
+    with pytest.raises(ProofInvalid, match="trailing"):
         proof_decode(data + b"x")
 
 
@@ -302,7 +303,7 @@ def test_hashes_only_proof_at_a_million_entries_is_under_1_kb():
     leaves = [bytes([n % 251]) * 32 for n in range(2)]  # the path length is what matters
     size = 1_000_000
     path = [bytes(32)] * 20  # ceil(log2(10⁶)) = 20 levels
-    proof = proofs.proof_document(
+    proof = audit_proof.proof_document(
         entry_id=123_456_789, seq=999_999, event=None, salt=None, prev_hash=bytes(32),
         entry_hash=bytes(32), leaves=leaves, first_seq=999_999,
         anchor={"first_seq": 1, "last_seq": size, "chain_id": 31337, "contract": "0x" + "11" * 20,

@@ -20,13 +20,13 @@ from django.core.management import CommandError, call_command
 from config.health import check_anchoring
 from config.stack.services import AnvilServer, free_port
 from ledger.anchoring import anchor_tick
-from ledger.audit import audit_append
 from ledger.chain import consent_client, load_artifact
 from ledger.chain.web3_client import Web3ChainClient
 from ledger.consents.check import consent_check
 from ledger.consents.reconcile import consent_reconcile
 from ledger.consents.sync import consent_sync
 from ledger.models import AnchorBatch, ConsentChainTx, ConsentToken
+from ledger.services import audit_append
 from tests.consent.test_consent_tokens import B, consent_body, grant, read_as_b, world  # noqa: F401
 from tests.ledger.conftest import configure_anchoring, deploy_anchor, own_chain  # noqa: F401
 from tests.ledger.test_anchoring import assert_anchored_exactly_once

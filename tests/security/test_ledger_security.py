@@ -22,10 +22,11 @@ from django.core.management import call_command
 from django.db import connection
 
 from ehr.models import Role
-from ledger import proofs
-from ledger.audit import audit_append, audit_sequence
 from ledger.models import AuditEntry, AuditSalt, ConsentToken
-from ledger.proof_binary import MEDIA_TYPE, proof_decode
+from ledger.selectors import audit_proof
+from ledger.services import audit_append, audit_sequence
+from ledger.verify import audit_format
+from ledger.verify.proof_binary import MEDIA_TYPE, proof_decode
 from tests.consent.test_consent_tokens import consent_body, sync
 from tests.ehr.conftest import FhirClient
 from tests.imaging.conftest import role_token
@@ -102,7 +103,7 @@ def _confirms(guess: bytes, seq: int, hashes: set[bytes]) -> bool:
     """Whether any hash in the proof is an unsalted hash of the guessed event (the old formats)."""
     seq8 = seq.to_bytes(8, "big")
     candidates = {hashlib.sha256(guess).digest(), hashlib.sha256(seq8 + guess).digest(),
-                  *(proofs.entry_hash(prev, seq, guess) for prev in hashes | {bytes(32)})}
+                  *(audit_format.entry_hash(prev, seq, guess) for prev in hashes | {bytes(32)})}
     return bool(candidates & hashes)
 
 
@@ -129,7 +130,7 @@ def test_a_hashes_only_proof_of_another_hospitals_patient_confirms_no_guessed_ev
     assert not _confirms(guess, target.seq, _hashes_in(proof_decode(binary.content)))
     # The next entry's prev_hash is this entry's hash: no oracle either.
     assert bytes(AuditEntry.objects.get(seq=target.seq + 1).prev_hash) == bytes(target.entry_hash)
-    assert bytes(target.entry_hash) != proofs.entry_hash(bytes(target.prev_hash), target.seq, guess)
+    assert bytes(target.entry_hash) != audit_format.entry_hash(bytes(target.prev_hash), target.seq, guess)
     result = run_verify(tmp_path, binary.content)
     assert result.returncode == 0 and result.stdout.startswith("valid: leaf of entry"), result.stdout
     assert run_verify(tmp_path, response.content).returncode == 0
@@ -143,8 +144,8 @@ def _sequence_as_version_1(entries: list[AuditEntry]) -> None:
         for entry in entries:
             seq += 1
             data = entry.event.encode()
-            entry_hash = proofs.entry_hash(prev, seq, data)
-            leaf = proofs.leaf_hash(bytes(AuditSalt.objects.get(entry=entry).salt), seq, data)
+            entry_hash = audit_format.entry_hash(prev, seq, data)
+            leaf = audit_format.leaf_hash(bytes(AuditSalt.objects.get(entry=entry).salt), seq, data)
             cursor.execute("UPDATE ledger_auditentry SET seq = %s, prev_hash = %s, entry_hash = %s, "
                            "leaf_hash = %s, hash_version = 1 WHERE id = %s", [seq, prev, entry_hash, leaf, entry.pk])
             prev = entry_hash
@@ -158,7 +159,7 @@ def test_version_1_entries_still_verify_and_their_unsalted_hashes_never_leave(
     anchor_batch(chain=chain, artifact=audit_anchor_artifact, address=deployed["AuditAnchor"]["address"],
                  first=1, last=3)
     legacy = AuditEntry.objects.select_related("batch").get(seq=2)
-    as_old_server = proofs.audit_proof(entry=legacy) | {"version": 1}  # what version 1 handed out
+    as_old_server = audit_proof(entry=legacy) | {"version": 1}  # what version 1 handed out
     as_old_server["entry"] |= {"prev_hash": "0x" + bytes(legacy.prev_hash).hex(),
                                "entry_hash": "0x" + bytes(legacy.entry_hash).hex()}
     new = [audit_append(event={"resourceType": "AuditEvent", "n": n}, patient_id="p1", agent="x", outcome="0")

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ledger.audit import LedgerDiffers, audit_verify
+from ledger.integrity import LedgerDiffers, audit_verify
 from ledger.models import AnchorBatch
 
 

@@ -14,8 +14,8 @@ from typing import Any
 from eth_hash.auto import keccak
 
 from . import consent_format as fmt
-from .proofs import ProofInvalid
-from .proofs import _JsonRpc as JsonRpc
+from .errors import ProofInvalid
+from .rpc import JsonRpc
 
 KIND = "carrack-consent-proof"
 VERSION = 1

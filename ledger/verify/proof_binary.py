@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import struct
 
-from .proofs import VERSIONS, ProofInvalid
+from .audit_proof import VERSIONS
+from .errors import ProofInvalid
 
 MAGIC = b"CRKP"
 MEDIA_TYPE = "application/vnd.carrack.audit-proof"

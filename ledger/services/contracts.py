@@ -1,12 +1,12 @@
-"""Writes of the ledger app. Each service takes its chain client, so tests pass a real one."""
+"""Deploying the contracts: each service takes its chain client, so tests pass a real one."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from .chain import ChainClient, load_artifact
-from .deployments import locked_deployments
+from ledger.chain import ChainClient, load_artifact
+from ledger.deployments import locked_deployments
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,9 @@
 """From a patient's Consents to consent tokens: the write side, run in the Consent's transaction.
 
-``consent_tokens_refresh`` recomputes what the patient's active Consents permit and deny and
-brings the mirror in line: a new permit becomes a *pending* token with a queued grant
+``ehr`` calls ``consent_patient_lock``, reads the patient's owner and that owner's active
+Consents, and hands them as plain values (``ledger.consents.rules``) to
+``consent_tokens_refresh``, which recomputes what they permit and deny and brings the mirror
+in line: a new permit becomes a *pending* token with a queued grant
 transaction (it counts only once the listener sees the grant confirmed); a permit that is
 gone (Consent revoked, deleted, changed, or overridden by a deny) is *revoked at once*, in
 this transaction, and its revoke transaction queued. Denies are stored for the check.
@@ -16,12 +18,10 @@ from datetime import datetime
 from django.conf import settings
 from django.utils import timezone
 
-from ehr import fhirjson
-from ehr.consent import DENY, PERMIT, ConsentRule, consent_rules
-from ehr.models import Resource
-from ledger import consent_format as fmt
+from ledger.consents.rules import DENY, PERMIT, ConsentRule, ConsentVersion
 from ledger.locks import transaction_lock
 from ledger.models import ConsentChainTx, ConsentDeny, ConsentToken
+from ledger.verify import consent_format as fmt
 
 # Key space of per-patient transaction locks ("CARKCONS" folded into the high bits).
 _PATIENT_LOCK_BASE = 0x434F4E53 << 32
@@ -41,15 +41,23 @@ class _Permit:
                 self.rule.valid_until)
 
 
-def consent_tokens_refresh(*, patient_ids: set[str | None]) -> None:
-    """Align tokens and denies with the current Consents of each patient (same transaction)."""
-    for patient_id in sorted(p for p in patient_ids if p):
-        _refresh_patient(patient_id)
+def consent_patient_lock(*, patient_id: str) -> None:
+    """Serialize the consent refreshes of one patient (this transaction, re-entrant).
 
-
-def _refresh_patient(patient_id: str) -> None:
+    Taken before the patient's Consents are read, so a concurrent refresh's Consent is
+    committed, and seen, before this one decides what stands.
+    """
     transaction_lock(_PATIENT_LOCK_BASE | int.from_bytes(hashlib.sha256(patient_id.encode()).digest()[:4], "big"))
-    permits, denies = _current_rules(patient_id)
+
+
+def consent_tokens_refresh(*, patient_id: str, owner: str | None, consents: list[ConsentVersion]) -> None:
+    """Align the patient's tokens and denies with its owner's active Consents (same transaction).
+
+    Only the Consents of the organization managing the patient count
+    (``ledger.consents.check`` says why); ``ehr`` sends only those, and any other is ignored.
+    """
+    consent_patient_lock(patient_id=patient_id)
+    permits, denies = _current_rules(patient_id, [c for c in consents if c.organization_id == owner])
     effective = {p.key: p for p in permits if not any(_covers(deny, p.rule) for deny in denies)}
     now = timezone.now()
     standing = ConsentToken.objects.select_for_update().filter(patient_id=patient_id).exclude(
@@ -68,21 +76,26 @@ def _refresh_patient(patient_id: str) -> None:
     ConsentDeny.objects.bulk_create(denies)
 
 
-def _current_rules(patient_id: str) -> tuple[list[_Permit], list[ConsentDeny]]:
+def consent_tokens_owner_move(*, patient_id: str, organization_id: str | None) -> None:
+    """The patient's compartment, its Consents with it, moved to another hospital: so do its tokens.
+
+    A token stores its Consent's organization, which the check compares with the patient's
+    owner; ``ehr`` moves the Consents of a patient whose managing organization changes.
+    """
+    ConsentToken.objects.filter(patient_id=patient_id).exclude(organization_id=organization_id).update(
+        organization_id=organization_id)
+
+
+def _current_rules(patient_id: str, consents: list[ConsentVersion]) -> tuple[list[_Permit], list[ConsentDeny]]:
     permits, denies = [], []
-    # Only the patient's hospital's Consents count (ledger.consents.check says why).
-    owner = (Resource.objects.filter(resource_type="Patient", logical_id=patient_id, deleted=False)
-             .values_list("organization_id", flat=True).first())
-    consents = (Resource.objects.filter(resource_type="Consent", patient_id=patient_id, deleted=False,
-                                        organization_id=owner)
-                .values_list("logical_id", "version_id", "text", "organization_id"))
-    for consent_id, version, text, organization_id in consents:
-        for rule in consent_rules(fhirjson.loads(text)):
+    for consent in consents:
+        for rule in consent.rules:
             if rule.kind == PERMIT:
-                permits.append(_Permit(consent_id, version, fmt.consent_hash(text), organization_id, rule))
+                permits.append(_Permit(consent.consent_id, consent.version, consent.consent_hash,
+                                       consent.organization_id, rule))
             elif rule.kind == DENY:
                 denies.append(ConsentDeny(
-                    patient_id=patient_id, consent_id=consent_id, consent_version=version,
+                    patient_id=patient_id, consent_id=consent.consent_id, consent_version=consent.version,
                     grantee=rule.grantee, purpose=rule.purpose, valid_from=rule.valid_from,
                     valid_until=rule.valid_until))
     return permits, denies
