@@ -1,13 +1,19 @@
 """Anchoring the audit log on chain: one signed transaction per contiguous seq range.
 
-The beat task calls ``anchor_tick`` every few seconds. A tick is single-flight (a
-PostgreSQL advisory lock, try-only: a second caller returns at once) and drives at most
+The sign/persist/send/resend/replace skeleton is the shared outbox (``ledger.chain.outbox``);
+this module is its anchoring ``Purpose`` (the call, what a receipt or a taken nonce means) plus
+what only anchoring needs: building ranges, the ``Anchored`` events, and reorganizations.
+
+The beat task calls ``anchor_tick`` every few seconds. A tick is single-flight (PostgreSQL
+advisory locks of the tick and of its signing key, try-only: a second caller returns at once)
+and drives at most
 one open batch through its life, each step in its own short transaction:
 
     no open batch --build, sign, persist--> pending --send--> sent --N confirmations--> confirmed
     sent, not mined after RESEND_SECONDS            --> send the same bytes again (attempts + 1)
     sent, not mined after REPLACE_AFTER broadcasts  --> re-sign with the same nonce and fees
-                                                        raised >= 12.5 %, persist, send
+      (or at the first timeout when the base fee        raised >= 12.5 %, persist, send
+       rose above the offer)
     confirmed, the chain no longer holds it         --> lost --same bytes, or re-signed at the
                                                         chain's nonce--> sent --> confirmed
     confirmed, its transaction in another block     --> sent (followed and confirmed again)
@@ -47,14 +53,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from .chain import Artifact, ChainClient, ContractRejected, LedgerUnavailable, load_artifact
-from .locks import single_flight
+from .chain import Artifact, ChainClient, ContractRejected, LedgerUnavailable, load_artifact, outbox
+from .chain.outbox import Call, ForeignSigner
 from .models import AnchorBatch, AuditEntry
-from .selectors import deployed_contracts
 from .services import audit_sequence
 from .verify import merkle
 
@@ -97,7 +101,7 @@ def anchor_tick(*, client: ChainClient, now: datetime | None = None,
     confirmed batch's receipt, not only the newest RECHECK_BATCHES (``ledger_reanchor``).
     """
     report = TickReport()
-    with single_flight(ANCHOR_LOCK) as acquired:
+    with outbox.signer_flight(ANCHOR_LOCK, client.address) as acquired:
         if not acquired:
             report.busy = True
             return report
@@ -106,16 +110,47 @@ def anchor_tick(*, client: ChainClient, now: datetime | None = None,
         except LedgerUnavailable as error:
             report.unavailable = str(error)
             logger.warning("audit anchoring paused: %s", error)
+        except ForeignSigner as error:
+            batch = error.tx
+            report.conflict = f"seq {batch.first_seq}..{batch.last_seq} is signed by {batch.signer}, not this key"
         except ContractRejected as error:
             report.conflict = f"the contract refuses the next anchor: {error}"
             logger.error("audit anchoring stopped: %s", report.conflict)
     return report
 
 
+class AnchorPurpose:
+    """Anchoring's hooks into the outbox, for one tick: they record into its report."""
+
+    def __init__(self, report: TickReport) -> None:
+        self.report = report
+        self.resend_seconds = settings.AUDIT_ANCHOR_RESEND_SECONDS
+        self.replace_after: int | None = settings.AUDIT_ANCHOR_REPLACE_AFTER
+
+    def call(self, batch: AnchorBatch) -> Call:
+        return Call(_artifact(), batch.contract, "anchor", (batch.first_seq, batch.last_seq, bytes(batch.root)))
+
+    def mined(self, client: ChainClient, batch: AnchorBatch, receipt: dict, now: datetime) -> bool:
+        if receipt["status"] == 1 and receipt["logs"] > 0:
+            return _confirm(client, batch, receipt, now, self.report)
+        return _reconcile(client, batch, now, self)  # reverted, or a no-op repeat without event
+
+    def nonce_taken(self, client: ChainClient, batch: AnchorBatch, now: datetime) -> bool:
+        return _reconcile(client, batch, now, self)
+
+    def sent(self, batch: AnchorBatch, *, again: bool) -> None:
+        (self.report.resent if again else self.report.sent).append(batch.tx_hash)
+
+    def replaced(self, batch: AnchorBatch, old_hash: str) -> None:
+        self.report.replaced.append((old_hash, batch.tx_hash))
+        logger.info("audit seq %s..%s: transaction %s replaced by %s", batch.first_seq,
+                    batch.last_seq, old_hash, batch.tx_hash)
+
+
 def _run(client: ChainClient, start: datetime, report: TickReport, recheck_all: bool) -> None:
     """Re-check what is confirmed, then step until a step has to wait for the chain (or the
     budget is spent). ``now`` is ``start`` plus the time spent so far: one clock for every row."""
-    began = time.monotonic()
+    began, purpose = time.monotonic(), AnchorPurpose(report)
     try:
         _recheck(client, start, report, everything=recheck_all)
     except LedgerUnavailable:
@@ -126,129 +161,69 @@ def _run(client: ChainClient, start: datetime, report: TickReport, recheck_all: 
     while (spent := time.monotonic() - began) < TICK_BUDGET_SECONDS:
         now = start + timedelta(seconds=spent)
         batch = AnchorBatch.objects.filter(status__in=OPEN_STATUSES).order_by("first_seq").first()
-        progressed = (_advance(client, batch, now, report) if batch
-                      else _create_and_send(client, now, report))
+        progressed = (_advance(client, purpose, batch, now) if batch
+                      else _create_and_send(client, purpose, now))
         if not progressed:
             return
 
 
 # --- an open batch ----------------------------------------------------------------------------
 
-def _advance(client: ChainClient, batch: AnchorBatch, now: datetime, report: TickReport) -> bool:
+def _advance(client: ChainClient, purpose: AnchorPurpose, batch: AnchorBatch, now: datetime) -> bool:
     if batch.status == "pending":
-        return _send(client, batch, now, report.sent)
+        return outbox.send(client, purpose, batch, now)
     if batch.status == "lost":
-        return _resend_lost(client, batch, now, report)
-    receipt = client.receipt(batch.tx_hash)
-    if receipt is None:
-        if client.nonce(batch.signer, pending=False) > batch.nonce:
-            return _reconcile(client, batch, now, report)
-        if now - batch.sent_at < timedelta(seconds=settings.AUDIT_ANCHOR_RESEND_SECONDS):
-            return False
-        if batch.attempts < settings.AUDIT_ANCHOR_REPLACE_AFTER:
-            _send(client, batch, now, report.resent)
-            return False
-        return _replace(client, batch, now, report, fresh_nonce=False)
-    if receipt["status"] == 1 and receipt["logs"] > 0:
-        return _confirm(client, batch, receipt, now, report)
-    return _reconcile(client, batch, now, report)
-
-
-def _send(client: ChainClient, batch: AnchorBatch, now: datetime, into: list[str]) -> bool:
-    """Broadcast the persisted bytes; only then record the send."""
-    client.send_raw(bytes(batch.raw_tx))
-    batch.status, batch.sent_at, batch.attempts = "sent", now, batch.attempts + 1
-    batch.save(update_fields=["status", "sent_at", "attempts"])
-    into.append(batch.tx_hash)
-    return True
+        return _resend_lost(client, purpose, batch, now)
+    return outbox.follow(client, purpose, batch, now)
 
 
 def _confirm(client: ChainClient, batch: AnchorBatch, mined: dict, now: datetime,
              report: TickReport) -> bool:
     """Confirm once the block is deep enough; ``mined`` is a receipt or an Anchored event."""
-    depth = client.block_number() - mined["block_number"] + 1
-    if depth < settings.AUDIT_ANCHOR_CONFIRMATIONS:
+    if outbox.depth(client, mined) < settings.AUDIT_ANCHOR_CONFIRMATIONS:
         return False
-    with transaction.atomic():
-        if mined["transaction"] != batch.tx_hash:
-            _remember_replaced(batch, batch.tx_hash)
-            batch.tx_hash = mined["transaction"]
-        batch.status, batch.confirmed_at = "confirmed", now
-        batch.block_number, batch.block_hash = mined["block_number"], mined["block_hash"]
-        batch.save()
+    if mined["transaction"] != batch.tx_hash:  # an earlier signing was mined after all
+        batch.replaced_tx_hashes = [*batch.replaced_tx_hashes, batch.tx_hash]
+        batch.tx_hash = mined["transaction"]
+    batch.status, batch.confirmed_at = "confirmed", now
+    batch.block_number, batch.block_hash = mined["block_number"], mined["block_hash"]
+    batch.save()
     report.confirmed.append((batch.first_seq, batch.last_seq))
     logger.info("audit seq %s..%s anchored in block %s", batch.first_seq, batch.last_seq,
                 batch.block_number)
     return True
 
 
-def _reconcile(client: ChainClient, batch: AnchorBatch, now: datetime, report: TickReport) -> bool:
+def _reconcile(client: ChainClient, batch: AnchorBatch, now: datetime, purpose: AnchorPurpose) -> bool:
     """The batch's nonce is used but not (visibly) by an anchor of ours: ask the events.
 
     Reached when the receipt is missing although the nonce is used, reverted (e.g. a repeat
     older than the contract's no-op window), or a no-op (a repeat of a recent anchor).
     """
+    report = purpose.report
     events = client.events(_artifact(), batch.contract, "Anchored",
-                           from_block=_deploy_block(batch.chain_id, batch.contract),
+                           from_block=outbox.deploy_block(CONTRACT, batch.chain_id, batch.contract),
                            member=batch.signer, firstSeq=batch.first_seq)
     for event in events:
         if event["args"]["lastSeq"] == batch.last_seq and event["args"]["root"] == bytes(batch.root):
             return _confirm(client, batch, event, now, report)
     if events:
-        report.conflict = (f"seq {batch.first_seq}..{batch.last_seq}: transaction {batch.tx_hash} "
-                           f"did not anchor it and the chain holds another anchor there")
-        logger.error("audit anchoring needs an operator: %s", report.conflict)
-        return False
+        return _needs_operator(report, f"seq {batch.first_seq}..{batch.last_seq}: transaction {batch.tx_hash} "
+                                       f"did not anchor it and the chain holds another anchor there")
     receipt = client.receipt(batch.tx_hash)
     if receipt is not None:  # mined and reverted without an anchor of ours at first_seq
-        report.conflict = (f"seq {batch.first_seq}..{batch.last_seq}: transaction {batch.tx_hash} "
-                           f"reverted (member role, or an earlier range missing on chain)")
-        logger.error("audit anchoring needs an operator: %s", report.conflict)
-        return False
-    return _replace(client, batch, now, report, fresh_nonce=True)
-
-
-def _replace(client: ChainClient, batch: AnchorBatch, now: datetime, report: TickReport, *,
-             fresh_nonce: bool, at_nonce: int | None = None) -> bool:
-    """Re-sign the batch's call with higher fees; persisted before it is sent.
-
-    Same nonce (so exactly one of the two can be mined) unless that nonce was used by an
-    unrelated transaction, in which case the next free nonce; ``at_nonce`` when the caller
-    knows the nonce (a lost batch whose nonce lies beyond the chain's count).
-    """
+        return _needs_operator(report, f"seq {batch.first_seq}..{batch.last_seq}: transaction {batch.tx_hash} "
+                                       f"reverted (member role, or an earlier range missing on chain)")
     if client.address != batch.signer:
-        report.conflict = f"seq {batch.first_seq}..{batch.last_seq} is signed by {batch.signer}, not this key"
-        return False
-    max_fee, priority = client.fee_suggestion()
-    max_fee = max(max_fee, _bumped(int(batch.max_fee_per_gas)))
-    priority = max(priority, _bumped(int(batch.max_priority_fee_per_gas)))
-    nonce = _next_nonce(client, batch.signer, batch.chain_id) if fresh_nonce else batch.nonce
-    nonce = at_nonce if at_nonce is not None else nonce
-    signed = client.signed_call(_artifact(), batch.contract, "anchor", batch.first_seq,
-                                batch.last_seq, bytes(batch.root), nonce=nonce,
-                                max_fee_per_gas=max(max_fee, priority),
-                                max_priority_fee_per_gas=priority)
-    old_hash = batch.tx_hash
-    with transaction.atomic():
-        _remember_replaced(batch, old_hash)
-        batch.raw_tx, batch.tx_hash, batch.nonce = signed.raw, signed.tx_hash, nonce
-        batch.max_fee_per_gas, batch.max_priority_fee_per_gas = max(max_fee, priority), priority
-        batch.status, batch.attempts, batch.sent_at = "pending", 0, None
-        batch.save()
-    report.replaced.append((old_hash, signed.tx_hash))
-    logger.info("audit seq %s..%s: transaction %s replaced by %s", batch.first_seq,
-                batch.last_seq, old_hash, signed.tx_hash)
-    return _send(client, batch, now, report.sent)
+        raise ForeignSigner(batch)
+    return outbox.replace(client, purpose, batch, now,
+                          nonce=outbox.next_nonce(client, AnchorBatch, batch.chain_id))
 
 
-def _bumped(fee: int) -> int:
-    """At least 12.5 % more (nodes require 10 % to accept a replacement)."""
-    return fee + -(-fee // 8) + 1
-
-
-def _remember_replaced(batch: AnchorBatch, tx_hash: str) -> None:
-    """Keep a superseded hash on the batch: an old signing may still be the one that gets mined."""
-    batch.replaced_tx_hashes = [*batch.replaced_tx_hashes, tx_hash]
+def _needs_operator(report: TickReport, conflict: str) -> bool:
+    report.conflict = conflict
+    logger.error("audit anchoring needs an operator: %s", conflict)
+    return False
 
 
 # --- reorganizations --------------------------------------------------------------------------
@@ -261,26 +236,23 @@ def _recheck(client: ChainClient, now: datetime, report: TickReport, *, everythi
     moved to another block, whose stored block number and hash a proof would name wrongly.
     """
     chain_id = client.chain_id()
-    entry = _deployment(chain_id)
+    entry = outbox.deployment(CONTRACT, chain_id)
     mine = AnchorBatch.objects.filter(chain_id=chain_id, signer=client.address, status="confirmed",
                                       contract=entry["address"] if entry else None)
     if entry is None or not mine.exists():
         return
-    if not client.has_code(entry["address"]):
-        raise LedgerUnavailable(f"{CONTRACT} at {entry['address']} has no code on chain {chain_id} "
-                                "(chain reset? run manage.py chain_deploy)")
+    outbox.require_code(client, CONTRACT, entry["address"], chain_id)
     last = client.call(_artifact(), entry["address"], "lastAnchored", client.address)
     if last and not AnchorBatch.objects.filter(chain_id=chain_id, contract=entry["address"],
                                                signer=client.address, last_seq=last).exists():
-        report.conflict = f"the chain's last anchored seq {last} ends none of this node's batches"
-        logger.error("audit anchoring needs an operator: %s", report.conflict)
+        _needs_operator(report, f"the chain's last anchored seq {last} ends none of this node's batches")
         return
     for batch in mine.filter(last_seq__gt=last).order_by("first_seq"):
         _reopen(batch, "lost", now, report.lost)
     recent = mine.filter(last_seq__lte=last).order_by("-first_seq")
     for batch in recent if everything else recent[:settings.AUDIT_ANCHOR_RECHECK_BATCHES]:
-        receipt = client.receipt(batch.tx_hash)
-        if receipt is None or receipt["block_hash"] != batch.block_hash or receipt["status"] != 1:
+        where, receipt = outbox.recheck(client, batch)
+        if where != outbox.KEPT or receipt["status"] != 1:
             _reopen(batch, "sent", now, report.moved)
 
 
@@ -294,24 +266,25 @@ def _reopen(batch: AnchorBatch, status: str, now: datetime, into: list[tuple[int
                    batch.last_seq, batch.tx_hash, "anywhere" if status == "lost" else "where it was confirmed")
 
 
-def _resend_lost(client: ChainClient, batch: AnchorBatch, now: datetime, report: TickReport) -> bool:
+def _resend_lost(client: ChainClient, purpose: AnchorPurpose, batch: AnchorBatch, now: datetime) -> bool:
     """Put a lost batch back on chain with the nonce the chain expects now.
 
     Its old bytes when their nonce is the next one (or already in use again: the old
-    transaction back in a pool after a reorg, or another one, which ``_advance`` sorts out),
+    transaction back in a pool after a reorg, or another one, which ``follow`` sorts out),
     else the same call signed at the chain's next nonce: waiting for a nonce the chain
     forgot would wait forever.
     """
     pending = client.nonce(batch.signer, pending=True)
     if pending >= batch.nonce:
-        return _send(client, batch, now, report.resent)
-    return _replace(client, batch, now, report, fresh_nonce=False, at_nonce=pending)
+        return outbox.send(client, purpose, batch, now, again=True)
+    return outbox.replace(client, purpose, batch, now, nonce=pending)
 
 
 # --- a new batch ------------------------------------------------------------------------------
 
-def _create_and_send(client: ChainClient, now: datetime, report: TickReport) -> bool:
+def _create_and_send(client: ChainClient, purpose: AnchorPurpose, now: datetime) -> bool:
     """Sequence new entries; when a range is due, sign its anchor, persist it, then send."""
+    report = purpose.report
     report.sequenced += audit_sequence()
     due = _due_range(now)
     if due is None:
@@ -319,27 +292,22 @@ def _create_and_send(client: ChainClient, now: datetime, report: TickReport) -> 
     first, leaves = due
     last, root = first + len(leaves) - 1, merkle.root(leaves)
     chain_id = client.chain_id()
-    contract = _contract_address(chain_id)
-    if not client.has_code(contract):
-        # A call to an empty address "succeeds" without a log and would burn the nonce.
-        raise LedgerUnavailable(f"{CONTRACT} at {contract} has no code on chain {chain_id} "
-                                "(chain reset? run manage.py chain_deploy)")
-    nonce = _next_nonce(client, client.address, chain_id)
-    max_fee, priority = client.fee_suggestion()
-    signed = client.signed_call(_artifact(), contract, "anchor", first, last, root, nonce=nonce,
-                                max_fee_per_gas=max_fee, max_priority_fee_per_gas=priority)
-    with transaction.atomic():
-        batch = AnchorBatch.objects.create(
-            created=now, first_seq=first, last_seq=last, root=root, status="pending", chain_id=chain_id,
-            contract=contract, signer=client.address, nonce=nonce, raw_tx=signed.raw,
-            tx_hash=signed.tx_hash, max_fee_per_gas=max_fee, max_priority_fee_per_gas=priority,
-        )
+    contract = outbox.contract_address(CONTRACT, chain_id)
+    outbox.require_code(client, CONTRACT, contract, chain_id)
+    batch = AnchorBatch(created=now, first_seq=first, last_seq=last, root=root, chain_id=chain_id,
+                        contract=contract)
+
+    def claim_entries() -> None:
         claimed = (AuditEntry.objects.filter(seq__gte=first, seq__lte=last, batch__isnull=True)
                    .update(batch=batch))
         if claimed != len(leaves):
             raise RuntimeError(f"audit seq {first}..{last} changed while being anchored")
+
+    nonce = outbox.next_nonce(client, AnchorBatch, chain_id)
+    outbox.sign_and_persist(client, purpose, batch, nonce=nonce, fees=client.fee_suggestion(),
+                            also=claim_entries)
     report.created.append((first, last))
-    return _send(client, batch, now, report.sent)
+    return outbox.send(client, purpose, batch, now)
 
 
 def _due_range(now: datetime) -> tuple[int, list[bytes]] | None:
@@ -361,36 +329,5 @@ def _due_range(now: datetime) -> tuple[int, list[bytes]] | None:
     return first, leaves
 
 
-def _next_nonce(client: ChainClient, signer: str, chain_id: int) -> int:
-    """Per signing key: the node's pending count, never below the nonce + 1 of a batch in flight.
-
-    Only batches in flight count (a node may not show them yet): a confirmed batch's nonce is
-    in the node's count, and a lost one's is not on chain any more, so after a reorganization
-    the nonce comes from the chain again, with no gap that nothing would ever fill.
-    """
-    last = (AnchorBatch.objects.filter(signer=signer, chain_id=chain_id, status__in=("pending", "sent"))
-            .aggregate(last=Max("nonce"))["last"])
-    pending = client.nonce(signer, pending=True)
-    return pending if last is None else max(pending, last + 1)
-
-
-# --- contract ---------------------------------------------------------------------------------
-
 def _artifact() -> Artifact:
     return load_artifact(CONTRACT, settings.CONTRACTS_BUILD_DIR)
-
-
-def _deployment(chain_id: int) -> dict | None:
-    return deployed_contracts(registry=settings.CHAIN_DEPLOYMENTS_FILE, chain_id=chain_id).get(CONTRACT)
-
-
-def _contract_address(chain_id: int) -> str:
-    entry = _deployment(chain_id)
-    if entry is None:
-        raise LedgerUnavailable(f"{CONTRACT} is not deployed on chain {chain_id} (manage.py chain_deploy)")
-    return entry["address"]
-
-
-def _deploy_block(chain_id: int, contract: str) -> int:
-    entry = _deployment(chain_id)
-    return entry.get("block", 0) if entry and entry["address"] == contract else 0

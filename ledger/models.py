@@ -9,13 +9,13 @@ pointed at its anchor batch; nothing else may change and nothing may be deleted.
 
 from __future__ import annotations
 
-from django.contrib.postgres.fields import ArrayField
 from django.db import models
-from django.utils import timezone
+
+from .chain.outbox import ChainTransaction
 
 
-class AnchorBatch(models.Model):
-    """One anchor transaction for a contiguous seq range."""
+class AnchorBatch(ChainTransaction):
+    """One anchor transaction for a contiguous seq range (an outbox row, ``ledger.chain.outbox``)."""
 
     first_seq = models.BigIntegerField(unique=True)
     last_seq = models.BigIntegerField()
@@ -23,6 +23,7 @@ class AnchorBatch(models.Model):
     # "pending" (signed, persisted, not yet sent) | "sent" | "confirmed" | "replaced"
     # | "lost" (was confirmed, the chain no longer has it: re-anchored by the next ticks)
     status = models.CharField(max_length=12)
+    # Signed when created, so never NULL (the outbox allows rows decided before signing).
     chain_id = models.BigIntegerField()
     contract = models.CharField(max_length=42)
     signer = models.CharField(max_length=42)
@@ -33,17 +34,10 @@ class AnchorBatch(models.Model):
     max_priority_fee_per_gas = models.DecimalField(max_digits=40, decimal_places=0)
     # created <= sent_at <= confirmed_at, all from the anchoring tick's one clock (not the
     # database's), so the row tells the order in which things happened.
-    created = models.DateTimeField(default=timezone.now)
-    sent_at = models.DateTimeField(null=True)
-    attempts = models.PositiveIntegerField(default=0)
-    block_number = models.BigIntegerField(null=True)
-    block_hash = models.CharField(max_length=66, null=True)
     confirmed_at = models.DateTimeField(null=True)
     # The last time a confirmed anchor was found missing from the chain, and how many times.
     lost_at = models.DateTimeField(null=True)
     reorgs = models.PositiveIntegerField(default=0)
-    # Hashes of earlier signings of this batch (same nonce, lower fees) that a replacement superseded.
-    replaced_tx_hashes = ArrayField(models.CharField(max_length=66), default=list, blank=True)
 
     def __str__(self) -> str:
         return f"anchor {self.first_seq}..{self.last_seq} ({self.status})"
@@ -148,28 +142,21 @@ class ConsentDeny(models.Model):
         return f"consent deny {self.patient_id} {self.grantee or '*'} {self.purpose or '*'}"
 
 
-class ConsentChainTx(models.Model):
-    """Outbox of consent transactions: signed and persisted before they are sent.
+class ConsentChainTx(ChainTransaction):
+    """Outbox of consent transactions (``ledger.chain.outbox``): signed and persisted before sent.
 
     "queued" (decided, not signed) → "sent" (bytes persisted, broadcast) → "mined";
     "cancelled" when a queued grant was revoked before it was ever signed.
     """
 
     GRANT, REVOKE = "grant", "revoke"
+    SIGNED, SENT = "sent", "sent"
+    IN_FLIGHT = ("sent",)
 
     token = models.ForeignKey(ConsentToken, on_delete=models.PROTECT, related_name="transactions")
     action = models.CharField(max_length=8)
     status = models.CharField(max_length=10, default="queued")
     created = models.DateTimeField(auto_now_add=True)
-    chain_id = models.BigIntegerField(null=True)
-    contract = models.CharField(max_length=42, null=True)
-    signer = models.CharField(max_length=42, null=True)
-    nonce = models.BigIntegerField(null=True)
-    raw_tx = models.BinaryField(null=True)
-    tx_hash = models.CharField(max_length=66, null=True)
-    sent_at = models.DateTimeField(null=True)
-    attempts = models.PositiveIntegerField(default=0)
-    block_number = models.BigIntegerField(null=True)
 
     class Meta:
         indexes = [models.Index(fields=["status", "id"], name="consentchaintx_open")]

@@ -144,6 +144,11 @@ class Web3ChainClient:
             base = self._w3.eth.get_block("latest").get("baseFeePerGas", 0)
         return 2 * base + priority, priority
 
+    def base_fee(self) -> int:
+        """The latest block's base fee per gas: an offer below it is not mined."""
+        with _translated_errors():
+            return self._w3.eth.get_block("latest").get("baseFeePerGas", 0)
+
     def events(self, artifact: Artifact, address: str, event: str, *, from_block: int = 0,
                to_block: int | None = None, **filters: Any) -> list[dict]:
         """Mined logs of ``event`` (indexed arguments filtered), oldest first."""

@@ -1,10 +1,17 @@
 """Consent tokens to and from the chain: send the outbox, then listen for confirmed events.
 
-One beat task calls ``consent_sync``; it is single-flight (an advisory lock, try-only) and
-each step commits on its own, so a crash or an unreachable node loses nothing:
+The sign/persist/send/resend skeleton is the shared outbox (``ledger.chain.outbox``); this
+module is its consent ``Purpose`` (grant and revoke calls, a mined or taken nonce) and the
+listener that turns confirmed events into the mirror.
 
-    queued --sign, persist bytes--> sent --mined--> mined
-    sent, not mined after RESEND_SECONDS         --> the same bytes again
+One beat task calls ``consent_sync``; it is single-flight (advisory locks of the task and of
+its signing key, try-only) and each step commits on its own, so a crash or an unreachable
+node loses nothing:
+
+    queued --sign, persist bytes--> sent --broadcast--> sent --mined--> mined
+    sent, never broadcast (a crash in between)    --> the same bytes, at the next tick
+    sent, not mined after RESEND_SECONDS         --> the same bytes again (re-signed with higher
+                                                      fees when the base fee rose above the offer)
     sent, its nonce used by something else        --> queued again (re-signed, fresh nonce),
                                                       unless the chain already shows its effect
 
@@ -29,16 +36,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ledger.chain import Artifact, ChainClient, ContractRejected, LedgerUnavailable, load_artifact
-from ledger.locks import single_flight
+from ledger.chain import Artifact, ChainClient, ContractRejected, LedgerUnavailable, load_artifact, outbox
+from ledger.chain.outbox import Call, ForeignSigner
 from ledger.models import ChainCursor, ConsentChainTx, ConsentToken
-from ledger.selectors import deployed_contracts
 from ledger.verify import consent_format as fmt
 
 logger = logging.getLogger(__name__)
@@ -70,108 +76,110 @@ class SyncReport:
 def consent_sync(*, client: ChainClient, now: datetime | None = None) -> SyncReport:
     """Send what is queued, follow what is sent, and apply confirmed events to the mirror."""
     report = SyncReport()
-    with single_flight(SYNC_LOCK) as acquired:
+    with outbox.signer_flight(SYNC_LOCK, client.address) as acquired:
         if not acquired:
             report.busy = True
             return report
         try:
             contract = registry_address(client)
+            purpose = ConsentPurpose(client, contract, report)
             _recheck(client, contract, report)
-            _send_queued(client, contract, now or timezone.now(), report)
-            _follow_sent(client, contract, now or timezone.now(), report)
+            _send_queued(client, purpose, now or timezone.now())
+            _follow_sent(client, purpose, now or timezone.now())
             _listen(client, contract, report)
         except LedgerUnavailable as error:
             report.unavailable = str(error)
             logger.warning("consent sync paused: %s", error)
+        except ForeignSigner as error:
+            report.failed.append(str(error))
+            logger.error("consent sync stopped: %s", error)
     return report
 
 
 def registry_address(client: ChainClient) -> str:
-    chain_id = client.chain_id()
-    entry = deployed_contracts(registry=settings.CHAIN_DEPLOYMENTS_FILE, chain_id=chain_id).get(CONTRACT)
-    if entry is None:
-        raise LedgerUnavailable(f"{CONTRACT} is not deployed on chain {chain_id} (manage.py chain_deploy)")
-    return entry["address"]
+    return outbox.contract_address(CONTRACT, client.chain_id())
 
 
 def artifact() -> Artifact:
     return load_artifact(CONTRACT, settings.CONTRACTS_BUILD_DIR)
 
 
+class ConsentPurpose:
+    """Consent's hooks into the outbox, for one tick: they record into its report."""
+
+    replace_after: int | None = None  # resent as is; re-signed only when the base fee outgrew it
+
+    def __init__(self, client: ChainClient, contract: str, report: SyncReport) -> None:
+        self.client, self.contract, self.report = client, contract, report
+        self.resend_seconds = settings.CONSENT_RESEND_SECONDS
+        self.build = artifact()
+
+    def call(self, tx: ConsentChainTx) -> Call:
+        """A grant names its token (the id hashes chain, contract and issuer in), a revoke the id."""
+        token = tx.token
+        if tx.action == ConsentChainTx.GRANT:
+            valid_from, valid_until = fmt.unix(token.valid_from), fmt.unix(token.valid_until)
+            token.chain_id, token.contract, token.issuer = tx.chain_id, tx.contract, self.client.address
+            token.token_id = fmt.token_id(chain_id=tx.chain_id, contract=tx.contract, issuer=self.client.address,
+                                          terms=bytes(token.terms), valid_from=valid_from, valid_until=valid_until)
+            return Call(self.build, tx.contract, "grant", (bytes(token.terms), valid_from, valid_until),
+                        gas=GRANT_GAS)
+        return Call(self.build, tx.contract, "revoke", (int(token.token_id, 16),), gas=REVOKE_GAS)
+
+    def mined(self, client: ChainClient, tx: ConsentChainTx, receipt: dict, now: datetime) -> bool:
+        _mined(tx, receipt, self.report)
+        return True
+
+    def nonce_taken(self, client: ChainClient, tx: ConsentChainTx, now: datetime) -> bool:
+        _nonce_taken(client, self.contract, tx, self.report)
+        return True
+
+    def sent(self, tx: ConsentChainTx, *, again: bool) -> None:
+        if again:
+            self.report.resent += 1
+        else:
+            self.report.sent += 1
+
+    def replaced(self, tx: ConsentChainTx, old_hash: str) -> None:
+        logger.info("consent %s transaction %s replaced by %s (higher fees)", tx.action, old_hash, tx.tx_hash)
+
+
 # --- sending ----------------------------------------------------------------------------------
 
-def _send_queued(client: ChainClient, contract: str, now: datetime, report: SyncReport) -> None:
+def _send_queued(client: ChainClient, purpose: ConsentPurpose, now: datetime) -> None:
     queued = list(ConsentChainTx.objects.filter(status="queued").select_related("token").order_by("id")[:BATCH])
     if not queued:
         return
-    if not client.has_code(contract):
-        raise LedgerUnavailable(f"{CONTRACT} at {contract} has no code (chain reset? manage.py chain_deploy)")
-    chain_id, build = client.chain_id(), artifact()
-    nonce = _next_nonce(client, chain_id)
-    max_fee, priority = client.fee_suggestion()
+    chain_id = client.chain_id()
+    outbox.require_code(client, CONTRACT, purpose.contract, chain_id)
+    nonce = outbox.next_nonce(client, ConsentChainTx, chain_id)
+    fees = client.fee_suggestion()
     for tx in queued:
-        signed = _sign(client, build, contract, chain_id, tx, nonce=nonce, fees=(max_fee, priority))
-        with transaction.atomic():
-            tx.chain_id, tx.contract, tx.signer, tx.nonce = chain_id, contract, client.address, nonce
-            tx.raw_tx, tx.tx_hash, tx.status = signed.raw, signed.tx_hash, "sent"
-            tx.sent_at, tx.attempts = now, 0  # persisted first: a failed send is resent later
-            tx.save()
-            if tx.action == ConsentChainTx.GRANT:
-                tx.token.save(update_fields=["token_id", "chain_id", "contract", "issuer"])
-        client.send_raw(signed.raw)
-        tx.attempts = 1
-        tx.save(update_fields=["attempts"])
+        tx.chain_id, tx.contract = chain_id, purpose.contract
+        outbox.sign_and_persist(client, purpose, tx, nonce=nonce, fees=fees, also=lambda tx=tx: _save_token(tx))
+        outbox.send(client, purpose, tx, now)
         nonce += 1
-        report.sent += 1
 
 
-def _sign(client: ChainClient, build: Artifact, contract: str, chain_id: int, tx: ConsentChainTx, *,
-          nonce: int, fees: tuple[int, int]):
-    token = tx.token
-    options = {"nonce": nonce, "max_fee_per_gas": fees[0], "max_priority_fee_per_gas": fees[1]}
+def _save_token(tx: ConsentChainTx) -> None:
+    """A grant's token learns its id with the signing, in the same transaction."""
     if tx.action == ConsentChainTx.GRANT:
-        valid_from, valid_until = fmt.unix(token.valid_from), fmt.unix(token.valid_until)
-        token.chain_id, token.contract, token.issuer = chain_id, contract, client.address
-        token.token_id = fmt.token_id(chain_id=chain_id, contract=contract, issuer=client.address,
-                                      terms=bytes(token.terms), valid_from=valid_from, valid_until=valid_until)
-        return client.signed_call(build, contract, "grant", bytes(token.terms), valid_from, valid_until,
-                                  gas=GRANT_GAS, **options)
-    return client.signed_call(build, contract, "revoke", int(token.token_id, 16), gas=REVOKE_GAS, **options)
+        tx.token.save(update_fields=["token_id", "chain_id", "contract", "issuer"])
 
 
-def _next_nonce(client: ChainClient, chain_id: int) -> int:
-    """The node's pending count, never below the nonce + 1 of a transaction of this key in flight.
-
-    Mined ones are in the node's count; one the chain lost is not, and counting it would
-    leave a nonce gap after a reorganization (resynced from the chain instead).
-    """
-    last = (ConsentChainTx.objects.filter(signer=client.address, chain_id=chain_id, nonce__isnull=False,
-                                          status="sent").order_by("-nonce").values_list("nonce", flat=True).first())
-    pending = client.nonce(client.address, pending=True)
-    return pending if last is None else max(pending, last + 1)
-
-
-def _follow_sent(client: ChainClient, contract: str, now: datetime, report: SyncReport) -> None:
+def _follow_sent(client: ChainClient, purpose: ConsentPurpose, now: datetime) -> None:
     sent = list(ConsentChainTx.objects.filter(status="sent").select_related("token").order_by("nonce"))
     if not sent:
         return
     mined_nonce = client.nonce(sent[0].signer, pending=False)
     for tx in sent:
-        receipt = client.receipt(tx.tx_hash)
-        if receipt is not None:
-            _mined(tx, receipt, report)
-        elif tx.nonce < mined_nonce:
-            _nonce_taken(client, contract, tx, report)
-        elif now - tx.sent_at >= timedelta(seconds=settings.CONSENT_RESEND_SECONDS):
-            client.send_raw(bytes(tx.raw_tx))
-            tx.sent_at, tx.attempts = now, tx.attempts + 1
-            tx.save(update_fields=["sent_at", "attempts"])
-            report.resent += 1
+        outbox.follow(client, purpose, tx, now, mined_nonce=mined_nonce)
 
 
 def _mined(tx: ConsentChainTx, receipt: dict, report: SyncReport) -> None:
     tx.status, tx.block_number = ("mined" if receipt["status"] == 1 else "failed"), receipt["block_number"]
-    tx.save(update_fields=["status", "block_number"])
+    tx.block_hash = receipt["block_hash"]
+    tx.save(update_fields=["status", "block_number", "block_hash"])
     if tx.status == "failed":
         report.failed.append(f"{tx.action} of token {tx.token.token_id} reverted in {tx.tx_hash}")
         logger.error("consent %s transaction %s reverted (see consent_reconcile)", tx.action, tx.tx_hash)
@@ -191,8 +199,7 @@ def _nonce_taken(client: ChainClient, contract: str, tx: ConsentChainTx, report:
         tx.save(update_fields=["status"])
         report.mined += 1
         return
-    tx.status, tx.raw_tx, tx.tx_hash, tx.nonce, tx.sent_at = "queued", None, None, None, None
-    tx.save()
+    outbox.unsign(tx, "queued")
     report.requeued += 1
 
 
@@ -205,11 +212,11 @@ def _recheck(client: ChainClient, contract: str, report: SyncReport) -> None:
              .select_related("token").order_by("-id")[:settings.CONSENT_RECHECK_TRANSACTIONS])
     lost = []
     for tx in mined:
-        receipt = client.receipt(tx.tx_hash)
-        if receipt is None:
+        where, receipt = outbox.recheck(client, tx)
+        if where == outbox.LOST:
             lost.append(tx)
-        elif receipt["block_number"] != tx.block_number:
-            _moved(tx, receipt["block_number"])
+        elif where == outbox.MOVED:
+            _moved(tx, receipt)
     rewind_to = min([client.block_number(), *(tx.block_number - 1 for tx in lost)])
     with transaction.atomic():
         if lost:
@@ -217,13 +224,13 @@ def _recheck(client: ChainClient, contract: str, report: SyncReport) -> None:
         _rewind_cursor(client, rewind_to)
 
 
-def _moved(tx: ConsentChainTx, block: int) -> None:
+def _moved(tx: ConsentChainTx, receipt: dict) -> None:
     """Same transaction, another block (a reorg mined it again): follow it, nothing else changes."""
     with transaction.atomic():
-        tx.block_number = block
-        tx.save(update_fields=["block_number"])
+        tx.block_number, tx.block_hash = receipt["block_number"], receipt["block_hash"]
+        tx.save(update_fields=["block_number", "block_hash"])
         field = "grant_block" if tx.action == ConsentChainTx.GRANT else "revoke_block"
-        ConsentToken.objects.filter(pk=tx.token_id).update(**{field: block})
+        ConsentToken.objects.filter(pk=tx.token_id).update(**{field: receipt["block_number"]})
 
 
 def _requeue_lost(client: ChainClient, lost: list[ConsentChainTx], report: SyncReport) -> None:
@@ -238,9 +245,7 @@ def _requeue_lost(client: ChainClient, lost: list[ConsentChainTx], report: SyncR
             ConsentToken.objects.filter(pk=tx.token_id).update(grant_tx_hash=None, grant_block=None)
         else:
             ConsentToken.objects.filter(pk=tx.token_id).update(revoke_tx_hash=None, revoke_block=None)
-        tx.status, tx.raw_tx, tx.tx_hash, tx.nonce, tx.sent_at, tx.block_number = (
-            "queued", None, None, None, None, None)
-        tx.save()
+        outbox.unsign(tx, "queued")
         logger.warning("consent %s of token %s is no longer on chain; sending it again", tx.action,
                        tx.token.token_id)
     report.lost += len(lost)
@@ -285,5 +290,4 @@ def _hex_id(value: int) -> str:
 
 
 def _deploy_block(chain_id: int) -> int:
-    entry = deployed_contracts(registry=settings.CHAIN_DEPLOYMENTS_FILE, chain_id=chain_id).get(CONTRACT)
-    return entry.get("block", 0) if entry else 0
+    return outbox.deploy_block(CONTRACT, chain_id)
