@@ -84,7 +84,7 @@ def test_the_migration_fills_the_mirror_with_the_live_patients_and_their_owners(
     PatientOwner.objects.all().delete()
 
     with connection.cursor() as cursor:
-        cursor.execute(importlib.import_module("ledger.migrations.0008_consent_owner").FILL)
+        cursor.execute(importlib.import_module("ledger.migrations.0007_consent_owner").FILL)
 
     assert sorted(PatientOwner.objects.values_list("patient_id", "organization_id")) == mirrored
     assert mirrored == [(world["patient"], A)]

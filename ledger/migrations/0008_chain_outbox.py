@@ -4,7 +4,7 @@ Only new nullable columns (the fees a replacement must outbid, the block hash a 
 compares, the hashes of superseded signings); no table or column moves, no data is touched.
 Rows sent before this migration have no fees recorded and are never replaced for an
 underpriced offer (their offer is unknown); they are resent as before. It follows
-0008_consent_owner (merged first, straight after 0006), so the app keeps one leaf; no 0007.
+0007_consent_owner (merged first, straight after 0006), so the app keeps one leaf; no 0007.
 """
 
 import django.contrib.postgres.fields
@@ -14,7 +14,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("ledger", "0008_consent_owner"),
+        ("ledger", "0007_consent_owner"),
     ]
 
     operations = [
