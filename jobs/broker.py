@@ -1,10 +1,11 @@
-"""Publishing a run message without waiting on the broker longer than ``wait`` seconds.
+"""Publishing to the broker without waiting on it longer than ``wait`` seconds.
 
 A paused Redis accepts the connection and never answers; kombu would block until its socket
 timeout. The publish runs on a thread of its own and is waited for ``wait`` seconds at most;
 after a failure the broker is skipped for ``BROKER_PUBLISH_BACKOFF_SECONDS`` and one warning
-is logged per outage. The job row is committed before, so a message not sent is only late:
-the sweep sends it. Eager mode (tests) runs the task where it is published.
+is logged per outage. Every user keeps its own outbox row committed before it publishes (a
+Job, an Instance awaiting its de-identified copy), so a message not sent is only late: a sweep
+sends it. Eager mode (tests) runs the task where it is published.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ logger = logging.getLogger(__name__)
 
 
 class BoundedPublisher:
-    def __init__(self) -> None:
+    """One per kind of message; ``what`` names what waits for the sweep in its log lines."""
+
+    def __init__(self, what: str, thread_name: str) -> None:
+        self._what, self._thread_name = what, thread_name
         self._lock = threading.Lock()
         self.reset()
 
@@ -54,7 +58,7 @@ class BoundedPublisher:
         with self._lock:
             if self._pid != os.getpid() or self._pool is None:
                 self._pid = os.getpid()
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobs-publish")
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._thread_name)
             return self._pool
 
     def _failed(self, error: BaseException) -> None:
@@ -63,14 +67,14 @@ class BoundedPublisher:
             self._closed_until = time.monotonic() + backoff
             first, self._down = not self._down, True
         if first:
-            logger.warning("broker unreachable (%s): jobs left to the sweep, publishing paused "
-                           "for %gs at a time until it answers", type(error).__name__, backoff)
+            logger.warning("broker unreachable (%s): %s left to the sweep, publishing paused "
+                           "for %gs at a time until it answers", type(error).__name__, self._what, backoff)
 
     def _succeeded(self) -> None:
         if self._down:
             self._down = False
-            logger.info("broker reachable again: jobs published on submit")
+            logger.info("broker reachable again: %s published at once", self._what)
 
 
-PUBLISHER = BoundedPublisher()
+PUBLISHER = BoundedPublisher("jobs", "jobs-publish")
 os.register_at_fork(after_in_child=PUBLISHER.reset)

@@ -5,10 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from django.conf import settings
@@ -18,6 +14,7 @@ from django.utils import timezone
 
 from imaging.blobs import blob_get, blob_put
 from imaging.models import Instance
+from jobs.broker import BoundedPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +30,15 @@ def deidentify_queue(instance_ids: list[int], *, wait: float | None = None) -> i
     The row is the outbox (``Instance.deid_queued_at`` NULL until published), so a message that
     does not reach the broker is only late: ``deidentify_pending`` publishes it. The answer to
     the device or client therefore never waits on the broker for more than
-    ``BROKER_PUBLISH_TIMEOUT`` seconds (``wait``: the sweep's own), see ``_BrokerGate``.
+    ``BROKER_PUBLISH_TIMEOUT`` seconds (``wait``: the sweep's own), see ``jobs.broker``.
     """
     if not instance_ids:
         return 0
     limit = settings.BROKER_PUBLISH_TIMEOUT if wait is None else wait
-    if not _GATE.send(_publish, instance_ids, wait=limit):
+    from imaging.tasks import deidentify_instance
+
+    eager = deidentify_instance.app.conf.task_always_eager
+    if not _GATE.send(lambda: _publish(instance_ids), wait=limit, eager=eager):
         return 0
     _mark_queued(instance_ids)
     return len(instance_ids)
@@ -56,71 +56,9 @@ def _publish(instance_ids: list[int]) -> None:
             deidentify_instances.apply_async(args=[batch], retry=False)
 
 
-class _BrokerGate:
-    """Publishes on a thread of its own and waits a bounded time; after a failure, not at all for a while.
-
-    A paused or unreachable Redis accepts the TCP connection and never answers: kombu then
-    blocks until its socket timeout (``BROKER_SOCKET_TIMEOUT``). Waiting for the publish only
-    ``wait`` seconds keeps that off the answer; skipping the broker for
-    ``BROKER_PUBLISH_BACKOFF_SECONDS`` after a failure keeps every later answer from paying
-    even that, and logs one warning per outage instead of one per instance. Eager mode (tests)
-    has no broker and runs the task where it is queued.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._reset()
-
-    def _reset(self) -> None:
-        self._pid, self._pool = 0, None
-        self._closed_until, self._down = 0.0, False
-
-    def send(self, publish: Callable[[list[int]], None], ids: list[int], *, wait: float) -> bool:
-        """Run ``publish(ids)`` within ``wait`` seconds; False (logged once) when it failed or was skipped."""
-        from imaging.tasks import deidentify_instance
-
-        eager = deidentify_instance.app.conf.task_always_eager
-        if not eager and time.monotonic() < self._closed_until:
-            return False
-        try:
-            if eager:
-                publish(ids)
-            else:
-                future = self._executor().submit(publish, ids)
-                try:
-                    future.result(timeout=wait)
-                finally:
-                    future.cancel()  # one not started yet never runs: its rows are the sweep's
-        except Exception as error:  # noqa: BLE001 - the rows are committed; the sweep sends them
-            self._failed(error)
-            return False
-        self._succeeded()
-        return True
-
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pid != os.getpid() or self._pool is None:  # a forked child gets its own thread
-                self._pid = os.getpid()
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="broker-publish")
-            return self._pool
-
-    def _failed(self, error: BaseException) -> None:
-        backoff = settings.BROKER_PUBLISH_BACKOFF_SECONDS
-        with self._lock:
-            self._closed_until = time.monotonic() + backoff
-            first, self._down = not self._down, True
-        if first:
-            logger.warning("broker unreachable (%s): de-identification left to the sweep, publishing "
-                           "paused for %gs at a time until it answers", type(error).__name__, backoff)
-
-    def _succeeded(self) -> None:
-        if self._down:
-            self._down = False
-            logger.info("broker reachable again: publishing de-identification after commit")
-
-
-_GATE = _BrokerGate()
-os.register_at_fork(after_in_child=_GATE._reset)
+# A paused or unreachable Redis must not hold up the device's or client's answer (jobs.broker).
+_GATE = BoundedPublisher("de-identification", "broker-publish")
+os.register_at_fork(after_in_child=_GATE.reset)
 
 # SKIP LOCKED: a row a worker is de-identifying right now is left unmarked (it is done or being
 # done), so marking never waits for a worker's lock, nor the answer with it.

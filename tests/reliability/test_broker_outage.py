@@ -68,7 +68,7 @@ def _use_broker(url: str) -> None:
     app.conf.broker_url = url
     app._pool = None
     app.amqp._producer_pool = None
-    deid._GATE._reset()
+    deid._GATE.reset()
 
 
 @pytest.fixture
@@ -195,7 +195,7 @@ def test_redis_paused_30s_c_store_answers_at_once_and_the_sweep_makes_each_copy_
 
     # When the sweep runs (as beat would, once the grace has passed) and a real worker consumes.
     settings.IMAGING_DEID_SWEEP_GRACE_SECONDS = 0
-    deid._GATE._reset()  # the backoff is per process: the sweep runs on a worker, not here
+    deid._GATE.reset()  # the backoff is per process: the sweep runs on a worker, not here
     published = deidentify_pending()
     assert published == len(uids)
     assert rows.filter(deid_queued_at__isnull=True).count() == 0
