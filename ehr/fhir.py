@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from access.errors import Refusal
 
-from . import fhirjson
+from . import bindings, fhirjson
 
 # The one definition of FHIR ids, resource type names and relative references (R4 id datatype:
 # 1-64 of A-Z a-z 0-9 - .); routes, search, indexing, audit and imaging all use these.
@@ -122,7 +122,9 @@ def refuse_nul(resource: dict) -> None:
 
 
 def validate(resource: dict) -> None:
-    """Validate against the R4B model; a failure lists each problem with its FHIRPath-ish location."""
+    """Validate against the R4B model and R4's required bindings (``ehr.bindings``); a failure
+    lists every problem (up to MAX_ISSUES of the model's) with its FHIRPath-ish location."""
+    issues = []
     try:
         model_class(resource["resourceType"]).model_validate(resource)
     except ValidationError as error:
@@ -132,9 +134,11 @@ def validate(resource: dict) -> None:
                   _location(p["loc"]))
             for p in problems[:MAX_ISSUES]
         ]
-        raise FhirError(422, "processing", f"{resource['resourceType']} is invalid", issues=issues) from None
     except (TypeError, ValueError) as error:
         raise FhirError(422, "processing", f"{resource['resourceType']} is invalid: {error}") from None
+    issues += bindings.check(resource)
+    if issues:
+        raise FhirError(422, "processing", f"{resource['resourceType']} is invalid", issues=issues) from None
 
 
 def check_id(logical_id: str) -> None:

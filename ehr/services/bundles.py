@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from ehr import fhirjson
+from ehr.bindings import issues_in_entry
 from ehr.fhir import (
     ID_PATTERN,
     FhirError,
@@ -153,7 +154,7 @@ def _run_transaction(entries: list[Entry], context: Context) -> None:
         except FhirError as error:
             raise FhirError(error.status, error.code,
                             f"entry[{entry.index}] {entry.method} {entry.url}: {error.diagnostics}",
-                            issues=error.issues) from None
+                            issues=issues_in_entry(error.issues, entry.index)) from None
         if status >= 400:
             raise FhirError(status, "processing", f"entry[{entry.index}] {entry.method} {entry.url} failed")
 
@@ -231,7 +232,7 @@ def _bulk_create(entries: list[Entry], context: Context) -> None:
             parsed = parse_resource(entry.resource_text or "", expected_type=resource_type)
         except FhirError as error:
             raise FhirError(error.status, error.code, f"entry[{entry.index}]: {error.diagnostics}",
-                            issues=error.issues) from None
+                            issues=issues_in_entry(error.issues, entry.index)) from None
         pendings.append(Pending(resource_type, entry.assigned_id, entry.resource_text, parsed, "POST",
                                 context.organization_id))
     for entry, row in zip(entries, insert_new(pendings)):
