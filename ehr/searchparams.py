@@ -127,6 +127,12 @@ def resource_types() -> tuple[str, ...]:
 
 
 @cache
+def r4_resource_types() -> tuple[str, ...]:
+    """R4's own resource types (sorted): the list a 4.0.1 CapabilityStatement may name."""
+    return tuple(sorted(_load("element-types-r4.json")["resourceTypes"]))
+
+
+@cache
 def _known_types() -> frozenset[str]:
     return frozenset(resource_types())
 

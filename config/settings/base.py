@@ -139,6 +139,9 @@ FHIR_SEARCH_MAX_CHAINS = env.int("FHIR_SEARCH_MAX_CHAINS", default=8)
 # One FHIR answer (413 too-costly; a batch fails the entries beyond it).
 FHIR_MAX_RESPONSE_BYTES = env.int("FHIR_MAX_RESPONSE_BYTES", default=8 * 1024 * 1024)
 # --- end FHIR/JSON cost bounds ---
+# Check every write against R4's required bindings (ehr/bindings.py). Off only to measure the
+# check's cost (bench/bench_bindings.py); a node that turns it off stores codes the spec forbids.
+FHIR_VALIDATE_BINDINGS = env.bool("FHIR_VALIDATE_BINDINGS", default=True)
 
 # --- Transient failures (access.transient; docs/operations.md "Database and broker outages") ---
 # A request the database, broker or chain cannot serve now answers 503 with this Retry-After

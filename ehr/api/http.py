@@ -7,6 +7,7 @@ or a traceback.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 
@@ -15,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 
 from access import endpoint, policy
 from access.errors import Refusal
-from ehr import fhirjson
+from ehr import bindings, fhirjson
 from ehr.fhir import FhirError, issue, operation_outcome
 from ehr.models import Resource, ResourceVersion
 
@@ -146,6 +147,17 @@ def fhir_endpoint(kind: str):
     """
     authentication = (endpoint.Authentication.IF_SENT if kind in PUBLIC_KINDS
                       else endpoint.Authentication.REQUIRED)
-    return endpoint.audited(FHIR_DOOR, record=lambda request, kwargs: access_record(request, kind, kwargs),
-                            authentication=authentication)
+    audited = endpoint.audited(FHIR_DOOR, record=lambda request, kwargs: access_record(request, kind, kwargs),
+                               authentication=authentication)
+
+    def decorate(view):
+        @functools.wraps(view)
+        def handling(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            # Prefer: handling=strict also makes the required bindings strict (ehr.bindings).
+            with bindings.strict_handling(prefer(request, "handling") == "strict"):
+                return view(request, *args, **kwargs)
+
+        return audited(handling)
+
+    return decorate
 
