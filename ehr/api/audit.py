@@ -34,6 +34,7 @@ INTERACTIONS = {
     ("vread", "GET"): "vread",
     ("history", "GET"): "history",
     ("everything", "GET"): "operation",
+    ("validate", "POST"): "operation",
     ("auditevent-search", "GET"): "search-type",
     ("auditevent", "GET"): "read",
 }
