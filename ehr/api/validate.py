@@ -33,7 +33,10 @@ def validate(request: HttpRequest, resource_type: str, logical_id: str | None = 
     if mode == "delete" and logical_id is None:
         raise FhirError(400, "invalid", "mode=delete validates the delete of one resource: POST to Type/id/$validate")
     ctx = access_context(request)
-    rules.authorize(ctx, mode or "create", resource_type, logical_id if mode in ("update", "delete") else None)
+    stored = rules.authorize(ctx, mode or "create", resource_type,
+                             logical_id if mode in ("update", "delete") else None)
+    if mode == "delete" and stored is None:
+        raise FhirError(404, "not-found", f"{resource_type}/{logical_id} is not known")
     issues = [] if mode == "delete" else _resource_issues(resource, resource_type, logical_id, mode)
     if not issues:
         issues = [issue("information", "informational", f"No issues found ({mode or 'create'} of {resource_type})")]
