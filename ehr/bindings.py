@@ -108,24 +108,56 @@ def _bindings() -> dict[str, Binding]:
 
 
 @cache
-def _children(context: str) -> dict[str, Child]:
-    """JSON member name → child, for the elements defined under ``context``."""
-    children: dict[str, Child] = {}
-    depth = context.count(".") + 1
-    bindings = _bindings()
+def _by_parent() -> dict[str, list[tuple[str, list[str]]]]:
+    """The R4 element types grouped by the element (or type) that holds them."""
+    grouped: dict[str, list[tuple[str, list[str]]]] = {}
     for path, types in _element_types().items():
-        if not path.startswith(context + ".") or path.count(".") != depth:
-            continue
+        grouped.setdefault(path.rsplit(".", 1)[0], []).append((path, types))
+    return grouped
+
+
+@cache
+def _children(context: str) -> dict[str, Child]:
+    """JSON member name → child, for the elements defined under ``context`` that can hold a binding."""
+    children: dict[str, Child] = {}
+    bindings = _bindings()
+    for path, types in _by_parent().get(context, ()):
         name = path.rsplit(".", 1)[1]
         binding = bindings.get(path)
         if types and types[0].startswith("@"):  # contentReference: the referenced element's children
-            target = types[0][1:]
-            children[name] = Child(path, "BackboneElement", target, binding)
+            children[name] = Child(path, "BackboneElement", types[0][1:], binding)
             continue
         for code in types:
             key = name[:-3] + code[0].upper() + code[1:] if name.endswith("[x]") else name
             children[key] = Child(path, code, path if code in BACKBONE_TYPES else code, binding)
-    return children
+    children["extension"] = children["modifierExtension"] = Child(f"{context}.extension", "Extension",
+                                                                  "Extension", None)
+    relevant = _relevant()
+    return {key: child for key, child in children.items()
+            if child.binding is not None or child.type in RESOURCE_TYPES or child.context in relevant}
+
+
+@cache
+def _relevant() -> frozenset[str]:
+    """The contexts under which some required binding can be reached (the walk skips the others:
+    a Reference, a Coding or a Period never holds one)."""
+    bindings = _bindings()
+    edges: dict[str, set[str]] = {}
+    relevant = {"Extension"} if any(p.startswith("Extension.") for p in bindings) else set()
+    for parent, elements in _by_parent().items():
+        for path, types in elements:
+            if path in bindings:
+                relevant.add(parent)
+            for code in types:
+                target = code[1:] if code.startswith("@") else path if code in BACKBONE_TYPES else code
+                edges.setdefault(parent, set()).add(target)
+        edges.setdefault(parent, set()).add("Extension")
+    changed = True
+    while changed:
+        grown = {parent for parent, targets in edges.items() if targets & relevant}
+        changed = not grown <= relevant
+        relevant |= grown
+    return frozenset(relevant)
 
 
 def _walk(node: dict, context: str, path: str, strict: bool, issues: list[dict]) -> None:
@@ -133,12 +165,9 @@ def _walk(node: dict, context: str, path: str, strict: bool, issues: list[dict])
     for key, value in node.items():
         if key.startswith("_") or key == "resourceType":
             continue
-        if key in ("extension", "modifierExtension"):
-            child = Child(f"{context}.{key}", "Extension", "Extension", None)
-        else:
-            child = children.get(key)
-            if child is None:
-                continue  # not an R4 element (an R4B one, or a typo fhir.resources has refused)
+        child = children.get(key)
+        if child is None:
+            continue  # no binding below it, or not an R4 element (an R4B one, a refused typo)
         items = value if isinstance(value, list) else [value]
         for index, item in enumerate(items):
             where = f"{path}.{key}[{index}]" if isinstance(value, list) else f"{path}.{key}"
