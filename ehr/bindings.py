@@ -38,7 +38,7 @@ MAX_ISSUES = 100
 RESOURCE_TYPES = {"Resource", "DomainResource"}
 BACKBONE_TYPES = {"BackboneElement", "Element"}
 _strict: ContextVar[bool] = ContextVar("bindings_strict", default=False)
-_LEADING_TYPE = re.compile(r"[A-Z][A-Za-z]*(?=[.\[]|$)")
+_LEADING_TYPE = re.compile(r"^[A-Z][A-Za-z]*(?=[.\[]|$)")
 
 
 @dataclass(frozen=True)

@@ -174,3 +174,10 @@ def test_the_vendored_bindings_match_the_readme_checksum():
     assert document["bindings"]["Patient.gender"]["codes"] == {
         "http://hl7.org/fhir/administrative-gender": ["female", "male", "other", "unknown"]}
     assert "Attachment.contentType" in document["unexpanded"]
+
+
+def test_only_an_expression_that_starts_with_the_resource_type_is_moved_into_the_entry():
+    issues = [{"expression": ["Observation.status"]}, {"expression": ["birthDate"]}, {"code": "x"}]
+
+    assert bindings.issues_in_entry(issues, 2) == [{"expression": ["Bundle.entry[2].resource.status"]},
+                                                   {"expression": ["birthDate"]}, {"code": "x"}]
