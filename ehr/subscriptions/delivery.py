@@ -30,6 +30,7 @@ from .models import SubscriptionChannel, SubscriptionDelivery
 from .receivers import Answer, receiver_post
 
 logger = logging.getLogger(__name__)
+DELIVERY_BATCH = 100
 
 
 def channel_handshake(*, channel_id: int) -> str | None:
@@ -49,8 +50,10 @@ def channel_handshake(*, channel_id: int) -> str | None:
         return channel.status
 
 
-def channel_deliver(*, channel_id: int) -> int:
-    """Send an active Subscription's due deliveries in order; the number delivered."""
+def channel_deliver(*, channel_id: int, batch: int = DELIVERY_BATCH) -> int:
+    """Send up to ``batch`` of an active Subscription's due deliveries in order; the number delivered.
+
+    One transaction per batch, so a backlog after an outage is never one long transaction."""
     with transaction.atomic():
         if not _lock(f"subscription:{channel_id}"):
             return 0
@@ -58,7 +61,7 @@ def channel_deliver(*, channel_id: int) -> int:
         if channel is None:
             return 0
         delivered = 0
-        for delivery in channel.deliveries.filter(delivered__isnull=True).order_by("sequence"):
+        for delivery in channel.deliveries.filter(delivered__isnull=True).order_by("sequence")[:batch]:
             if delivery.next_attempt > timezone.now() or not _attempt(channel, delivery):
                 break
             delivered += 1

@@ -35,7 +35,7 @@ def events_match(*, batch: int = BATCH) -> int:
     with transaction.atomic():
         if not _lock(MATCH_LOCK):
             return 0
-        events = list(SubscriptionEvent.objects.filter(matched=False).order_by("id")[:batch])
+        events = list(SubscriptionEvent.objects.order_by("id")[:batch])
         if not events:
             return 0
         channels = list(SubscriptionChannel.objects.filter(
@@ -52,7 +52,7 @@ def events_match(*, batch: int = BATCH) -> int:
                         channel=channel, sequence=sequences[channel.pk], resource_type=event.resource_type,
                         logical_id=event.logical_id, version_id=event.version_id, next_attempt=now))
         SubscriptionDelivery.objects.bulk_create(deliveries)
-        SubscriptionEvent.objects.filter(pk__in=[e.pk for e in events]).update(matched=True)
+        SubscriptionEvent.objects.filter(pk__in=[e.pk for e in events]).delete()  # matched: done
         return len(events)
 
 

@@ -30,17 +30,12 @@ class SubscriptionChannel(models.Model):
 
 
 class SubscriptionEvent(models.Model):
-    """One stored version waiting to be matched (the notification outbox)."""
+    """One stored version waiting to be matched (the notification outbox); deleted once matched."""
 
     resource_type = models.CharField(max_length=64)
     logical_id = models.CharField(max_length=64)
     version_id = models.PositiveIntegerField()
     recorded = models.DateTimeField()
-    matched = models.BooleanField(default=False)
-
-    class Meta:
-        indexes = [models.Index(fields=["id"], condition=models.Q(matched=False),
-                                name="subscription_event_pending")]
 
 
 class SubscriptionDelivery(models.Model):

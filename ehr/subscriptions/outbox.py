@@ -1,6 +1,7 @@
 """The hook every stored version passes through (``ehr.services.storage``): the notification outbox.
 
-In the write's own transaction each stored version gets an event row, and a Subscription's
+In the write's own transaction each stored version of a type some Subscription watches gets
+an event row (one indexed query per write tells which types are watched), and a Subscription's
 channel row is rewritten from its text (checked first: a refused endpoint fails the write).
 After commit one bounded publish asks a worker to match; if the broker is down the event
 rows wait for beat's sweep, so nothing is lost.
@@ -30,17 +31,27 @@ def versions_stored(rows: list[Any]) -> None:
     """Record what was written for the matcher; keep each written Subscription's channel."""
     if not settings.SUBSCRIPTIONS_ENABLED:
         return
-    now = timezone.now()
-    events = [SubscriptionEvent(resource_type=row.resource_type, logical_id=row.logical_id,
-                                version_id=row.version_id, recorded=now)
-              for row in rows if row.resource_type != SUBSCRIPTION and not row.deleted]
     for row in rows:
         if row.resource_type == SUBSCRIPTION:
             _channel_keep(row)
+    now = timezone.now()
+    watched = _watched_types({row.resource_type for row in rows if not row.deleted} - {SUBSCRIPTION})
+    events = [SubscriptionEvent(resource_type=row.resource_type, logical_id=row.logical_id,
+                                version_id=row.version_id, recorded=now)
+              for row in rows if row.resource_type in watched and not row.deleted]
     if events:
         SubscriptionEvent.objects.bulk_create(events)
     if events or any(row.resource_type == SUBSCRIPTION for row in rows):
         transaction.on_commit(publish_match)
+
+
+def _watched_types(types: set[str]) -> set[str]:
+    """The types some Subscription (active, or about to be) watches: only their writes are recorded."""
+    if not types:
+        return set()
+    live = (SubscriptionChannel.ACTIVE, SubscriptionChannel.REQUESTED)
+    return set(SubscriptionChannel.objects.filter(status__in=live, criteria_type__in=types)
+               .values_list("criteria_type", flat=True).distinct())
 
 
 def publish_match() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.utils import timezone
 
-from .delivery import channel_deliver, channel_handshake
+from .delivery import DELIVERY_BATCH, channel_deliver, channel_handshake
 from .matching import events_match
 from .models import SubscriptionChannel, SubscriptionDelivery
 
@@ -32,5 +32,7 @@ def subscriptions_work() -> dict[str, int]:
                                                channel__status=SubscriptionChannel.ACTIVE)
            .values_list("channel_id", flat=True).distinct())
     for channel_id in set(due):
-        delivered += channel_deliver(channel_id=channel_id)
+        while (sent := channel_deliver(channel_id=channel_id)) == DELIVERY_BATCH:
+            delivered += sent
+        delivered += sent
     return {"matched": matched, "handshakes": handshakes, "delivered": delivered}
