@@ -291,3 +291,57 @@ def test_the_capability_statement_lists_subscription_with_its_rest_hook_channel(
 
     (entry,) = [r for r in statement["rest"][0]["resource"] if r["type"] == "Subscription"]
     assert entry["extension"][0]["valueCode"] == "rest-hook"
+
+
+# --- consent: a patient of hospital A who consented to hospital B ---------------------------
+
+@pytest.mark.chain
+def test_a_consent_to_hospital_b_lets_b_s_subscription_hear_of_that_patient_only(db, client, deployed, receiver):
+    from access.models import Role
+    from ledger.chain import consent_client
+    from ledger.consents.sync import consent_sync
+    from tests.access.test_policy import make_client
+    from tests.consent.test_consent_tokens import consent_body
+
+    clinician_a = make_client(client, "sub-clin-a", Role.CLINICIAN, organization_id="sub-hosp-a")
+    clinician_b = make_client(client, "sub-clin-b", Role.CLINICIAN, organization_id="sub-hosp-b")
+    consenting = clinician_a.create(patient("Quill", managingOrganization={"reference": "Organization/sub-hosp-a"}))
+    other = clinician_a.create(patient("Other", managingOrganization={"reference": "Organization/sub-hosp-a"}))
+    me = make_client(client, "sub-pat", Role.PATIENT, scope="patient/*.rs patient/Consent.cud",
+                     patient_id=consenting["id"])
+    me.create(consent_body(consenting["id"], grantee="Organization/sub-hosp-b"))
+    report = consent_sync(client=consent_client())
+    assert report.unavailable is None and not report.failed
+    subscribe(clinician_b, receiver, payload="application/fhir+json")
+
+    seen = clinician_a.create(observation(f"Patient/{consenting['id']}"))
+    clinician_a.create(observation(f"Patient/{other['id']}"))
+    subscriptions_work()
+
+    assert [json.loads(n["body"])["id"] for n in receiver.notifications()] == [seen["id"]]
+    (entry,) = AuditEntry.objects.filter(agent__startswith="Subscription/")
+    assert json.loads(entry.event)["agent"][0].get("policy")  # the consent token that allowed it
+
+
+def test_roles_without_write_scope_on_subscription_cannot_create_one(db, client, receiver):
+    from access.models import Role
+    from tests.access.test_policy import make_client
+
+    reader = make_client(client, "sub-reader", Role.CLINICIAN, scope="user/*.rs", organization_id="test-hospital")
+    researcher = make_client(client, "sub-research", Role.RESEARCHER, organization_id="test-hospital")
+
+    assert reader.post("/fhir/Subscription", subscription(receiver.url)).status_code == 403
+    assert researcher.post("/fhir/Subscription", subscription(receiver.url)).status_code == 403
+    assert not SubscriptionChannel.objects.exists()
+
+
+def test_a_deleted_subscription_is_off(fhir, receiver):
+    created = subscribe(fhir, receiver)
+    assert fhir.delete(f"/fhir/Subscription/{created['id']}").status_code == 204
+    pat = fhir.create(patient())
+    fhir.create(observation(f"Patient/{pat['id']}"))
+
+    subscriptions_work()
+
+    assert SubscriptionChannel.objects.get(logical_id=created["id"]).status == "off"
+    assert receiver.notifications() == []
