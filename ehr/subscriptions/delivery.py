@@ -25,7 +25,7 @@ from ehr.models import Resource, ResourceVersion
 from ledger.balp import audit_event_balp
 from ledger.services import audit_append
 
-from .matching import _lock, owner_context
+from .matching import owner_context, try_lock
 from .models import SubscriptionChannel, SubscriptionDelivery
 from .receivers import Answer, receiver_post
 
@@ -36,7 +36,7 @@ DELIVERY_BATCH = 100
 def channel_handshake(*, channel_id: int) -> str | None:
     """Ping a requested Subscription's endpoint: 2xx makes it active, anything else error."""
     with transaction.atomic():
-        if not _lock(f"subscription:{channel_id}"):
+        if not try_lock(f"subscription:{channel_id}"):
             return None
         channel = SubscriptionChannel.objects.filter(pk=channel_id, status=SubscriptionChannel.REQUESTED).first()
         if channel is None:
@@ -55,7 +55,7 @@ def channel_deliver(*, channel_id: int, batch: int = DELIVERY_BATCH) -> int:
 
     One transaction per batch, so a backlog after an outage is never one long transaction."""
     with transaction.atomic():
-        if not _lock(f"subscription:{channel_id}"):
+        if not try_lock(f"subscription:{channel_id}"):
             return 0
         channel = SubscriptionChannel.objects.filter(pk=channel_id, status=SubscriptionChannel.ACTIVE).first()
         if channel is None:
@@ -137,10 +137,14 @@ def _status_set(channel: SubscriptionChannel, status: str, error: str) -> None:
     row = Resource.objects.select_for_update().get(pk=channel.resource_id)
     if row.deleted:
         return
-    parsed = fhirjson.loads(row.text)
-    parsed["status"] = status
+    replace_current(row, Pending("Subscription", row.logical_id, *_with_status(row.text, status, error), "PUT"))
+
+
+def _with_status(text: str, status: str, error: str) -> tuple[str, dict]:
+    """The stored text with ``status`` and ``error`` replaced, every other member kept verbatim."""
+    members = [(name, raw) for name, raw in fhirjson.split_members(text) if name not in ("status", "error")]
+    members.append(("status", fhirjson.dumps(status)))
     if error:
-        parsed["error"] = error
-    else:
-        parsed.pop("error", None)
-    replace_current(row, Pending("Subscription", row.logical_id, fhirjson.dumps(parsed), parsed, "PUT"))
+        members.append(("error", fhirjson.dumps(error)))
+    spliced = fhirjson.join_members(members)
+    return spliced, fhirjson.loads(spliced)

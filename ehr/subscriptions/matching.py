@@ -33,7 +33,7 @@ def owner_context(channel: SubscriptionChannel) -> AccessContext:
 def events_match(*, batch: int = BATCH) -> int:
     """Match one batch of events (oldest first); the number matched, 0 if another matcher runs."""
     with transaction.atomic():
-        if not _lock(MATCH_LOCK):
+        if not try_lock(MATCH_LOCK):
             return 0
         events = list(SubscriptionEvent.objects.order_by("id")[:batch])
         if not events:
@@ -67,7 +67,8 @@ def matches(channel: SubscriptionChannel, logical_id: str) -> bool:
     return matching(query, visible).filter(visible, logical_id=logical_id).exists()
 
 
-def _lock(name: str) -> bool:
+def try_lock(name: str) -> bool:
+    """A transaction-scoped advisory lock, or False at once when another transaction holds it."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", [name])
         return bool(cursor.fetchone()[0])

@@ -345,3 +345,24 @@ def test_a_deleted_subscription_is_off(fhir, receiver):
 
     assert SubscriptionChannel.objects.get(logical_id=created["id"]).status == "off"
     assert receiver.notifications() == []
+
+
+@pytest.mark.parametrize("name", ["SUBSCRIPTION_ALLOW_HTTP", "SUBSCRIPTION_ALLOW_LOOPBACK"])
+def test_production_refuses_http_and_loopback_receivers(name):
+    from tests.test_settings import import_production
+
+    result = import_production(**{name: "true"})
+
+    assert result.returncode != 0
+    assert "SUBSCRIPTION_ALLOW_HTTP and SUBSCRIPTION_ALLOW_LOOPBACK must be off in production" in result.stderr
+
+
+def test_the_server_s_status_change_keeps_the_client_s_text_verbatim(fhir, receiver):
+    text = json.dumps({**subscription(receiver.url), "reason": "r\u00e9sultats"})  # the client escapes the é
+    created = fhir.post("/fhir/Subscription", text)
+    assert created.status_code == 201
+
+    subscriptions_work()
+
+    stored = fhir.get(f"/fhir/Subscription/{created.json()['id']}").content.decode()
+    assert 'r\\u00e9sultats' in stored and '"status":"active"' in stored
