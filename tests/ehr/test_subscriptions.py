@@ -366,3 +366,25 @@ def test_the_server_s_status_change_keeps_the_client_s_text_verbatim(fhir, recei
 
     stored = fhir.get(f"/fhir/Subscription/{created.json()['id']}").content.decode()
     assert 'r\\u00e9sultats' in stored and '"status":"active"' in stored
+
+
+def test_a_write_while_the_broker_is_down_is_notified_by_the_sweep(fhir, receiver, django_capture_on_commit_callbacks):
+    from config.stack.services import free_port
+    from ehr.subscriptions.outbox import PUBLISHER
+
+    subscribe(fhir, receiver)
+    pat = fhir.create(patient())
+    previous = app.conf.broker_url
+    app.conf.broker_url, app._pool, app.amqp._producer_pool = f"redis://127.0.0.1:{free_port()}/0", None, None
+    PUBLISHER.reset()
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            fhir.create(observation(f"Patient/{pat['id']}"))  # the publish after commit fails, bounded
+    finally:
+        app.conf.broker_url, app._pool, app.amqp._producer_pool = previous, None, None
+        PUBLISHER.reset()
+    assert receiver.notifications() == [] and SubscriptionEvent.objects.count() == 1
+
+    subscriptions_work()  # beat's sweep
+
+    assert len(receiver.notifications()) == 1
