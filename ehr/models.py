@@ -155,3 +155,7 @@ INDEX_MODELS: dict[str, type[SearchIndex]] = {
     "number": NumberIndex,
     "uri": UriIndex,
 }
+
+
+# Subscription state (channels, the notification outbox, deliveries) lives with its code.
+from ehr.subscriptions.models import SubscriptionChannel, SubscriptionDelivery, SubscriptionEvent  # noqa: E402, F401

@@ -14,6 +14,12 @@ SUPPORTED_FHIR_VERSIONS = {"4.0": "4.0.1", "4.0.1": "4.0.1", "4.3": "4.3.0", "4.
 TYPE_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance",
                      "history-type", "create", "search-type"]
 COMMON_PARAMS = {"_id", "_lastUpdated", "_tag", "_profile", "_security"}
+# R4 has no element for a server's Subscription channels: say it (docs/subscriptions.md).
+SUBSCRIPTION_CHANNELS = {
+    "documentation": "Channel rest-hook only; payload application/fhir+json or empty; activated by a handshake ping",
+    "extension": [{"url": "https://carrack.dev/fhir/StructureDefinition/subscription-channel-type",
+                   "valueCode": "rest-hook"}],
+}
 
 
 def capability_statement(base_url: str, *, fhir_version: str | None = None) -> dict:
@@ -57,6 +63,7 @@ def _resources() -> list[dict]:
             **({"operation": [{"name": "everything",
                                "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]}
                if resource_type == "Patient" else {}),
+            **(SUBSCRIPTION_CHANNELS if resource_type == "Subscription" else {}),
         }
         for resource_type in resource_types()
     ]

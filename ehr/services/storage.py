@@ -21,6 +21,7 @@ from ehr.fhir import instant, patient_not_writable, refuse_server_written
 from ehr.indexing import IndexValues, extract_index_values
 from ehr.models import INDEX_MODELS, Resource, ResourceVersion
 from ehr.searchparams import patient_compartment
+from ehr.subscriptions import outbox as subscription_outbox
 
 from . import ledger_mirror
 
@@ -238,6 +239,7 @@ def clear_indexes(resource_pks: list[int]) -> None:
 
 
 def _store_versions(rows: list[Resource], methods: list[str]) -> None:
+    subscription_outbox.versions_stored(rows)  # in this transaction: the notification outbox
     copy_rows(ResourceVersion, ["resource_id", "resource_type", "logical_id", "version_id", "last_updated",
                                 "deleted", "method", "text", "patient_id", "organization_id"],
               ((row.pk, row.resource_type, row.logical_id, row.version_id, row.last_updated, row.deleted,
