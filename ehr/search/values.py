@@ -13,7 +13,6 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from ehr.fhir import ID_PATTERN, RELATIVE_REFERENCE
-from ehr.numeric import EXACT, INDEX_MAX_ADJUSTED, INDEX_MIN_EXPONENT, index_decimal
 from ehr.indexing import (
     STRING_INDEX_CHARS,
     TOKEN_INDEX_CHARS,
@@ -21,6 +20,7 @@ from ehr.indexing import (
     date_range,
     normalize_string,
 )
+from ehr.numeric import EXACT, INDEX_MAX_ADJUSTED, INDEX_MIN_EXPONENT, index_decimal
 
 from .errors import SearchError
 

@@ -12,12 +12,17 @@ from decimal import Decimal
 from urllib.parse import urlencode
 
 import pytest
+from django.db import transaction
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from ehr.fhir import FhirError
+from ehr.indexing import IndexValues
+from ehr.indexing import QuantityValue as IndexQuantity
 from ehr.models import QuantityIndex, Resource
 from ehr.numeric import EXACT, INDEX_DIGITS, INDEX_MAX, INDEX_MAX_ADJUSTED, INDEX_MIN_EXPONENT, index_decimal
 from ehr.search.values import number_value
+from ehr.services.storage import write_indexes
 
 from .conftest import patient
 
@@ -154,6 +159,23 @@ def test_number_parameters_take_any_decimal_too(fhir, subject):
 
     assert search("1.2345678901234567890e-29") == [response.json()["id"]]
     assert search("1.2345678901234567891e-29") == []
+
+
+def test_a_value_the_database_refuses_to_index_is_a_422_naming_the_element(fhir, subject):
+    """Only reachable past ``ehr.numeric`` (here: a value handed to the writer unbounded)."""
+    created, _ = create(fhir, subject, "1")
+    row = Resource.objects.get(logical_id=created)
+    rows_before = QuantityIndex.objects.filter(resource=row).count()
+    beyond = IndexValues(quantities=[IndexQuantity("value-quantity", Decimal("1e200000"), None, None, None)])
+
+    with pytest.raises(FhirError) as refused, transaction.atomic():
+        write_indexes([row], [beyond])
+
+    assert (refused.value.status, refused.value.code) == (422, "processing")
+    assert "1e200000" not in refused.value.message.lower()
+    assert [i["expression"] for i in refused.value.outcome()["issue"]] == [
+        ["(Observation.value as Quantity) | (Observation.value as SampledData)"]]
+    assert QuantityIndex.objects.filter(resource=row).count() == rows_before  # nothing half-written
 
 
 # --- the index limits, without a database ---------------------------------------------------

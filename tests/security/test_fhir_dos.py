@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from decimal import Decimal
 from urllib.parse import quote
 
 import pytest
