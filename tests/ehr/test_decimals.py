@@ -12,7 +12,8 @@ from decimal import Decimal
 from urllib.parse import urlencode
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.migrations.executor import MigrationExecutor
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -176,6 +177,38 @@ def test_a_value_the_database_refuses_to_index_is_a_422_naming_the_element(fhir,
     assert [i["expression"] for i in refused.value.outcome()["issue"]] == [
         ["(Observation.value as Quantity) | (Observation.value as SampledData)"]]
     assert QuantityIndex.objects.filter(resource=row).count() == rows_before  # nothing half-written
+
+
+def test_migration_0007_keeps_every_value_and_the_indexes():
+    """numeric(38, 12) to numeric: the rows written before come through unchanged."""
+    executor = MigrationExecutor(connection)
+    executor.migrate([("ehr", "0006_access_models_moved")])
+    values = ["5.4", "-99999999999999999999999999.999999999999", "0.000000000001"]
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO ehr_resource (resource_type, logical_id, version_id, last_updated, deleted, "
+                       "text) VALUES ('Observation', 'm', 1, now(), false, '{}') RETURNING id")
+        (pk,) = cursor.fetchone()
+        for value in values:
+            cursor.execute("INSERT INTO ehr_quantityindex (resource_id, resource_type, param, value) "
+                           "VALUES (%s, 'Observation', 'value-quantity', %s)", [pk, value])
+            cursor.execute("INSERT INTO ehr_numberindex (resource_id, resource_type, param, value) "
+                           "VALUES (%s, 'Observation', 'n', %s)", [pk, value])
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # ALTER TABLE refuses pending FK checks
+
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes("ehr"))
+
+    with connection.cursor() as cursor:
+        for table in ("ehr_quantityindex", "ehr_numberindex"):
+            cursor.execute(f"SELECT value FROM {table} WHERE resource_id = %s ORDER BY id", [pk])
+            assert [row[0] for row in cursor.fetchall()] == [Decimal(v) for v in values]
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE indexname IN "
+                       "('quantity_value', 'number_value', 'token_code', 'reference_target') ORDER BY 1")
+        assert [row[0] for row in cursor.fetchall()] == [
+            "number_value", "quantity_value", "reference_target", "token_code"]
+        cursor.execute("SELECT DISTINCT data_type, numeric_precision FROM information_schema.columns "
+                       "WHERE column_name = 'value' AND table_name IN ('ehr_quantityindex', 'ehr_numberindex')")
+        assert cursor.fetchall() == [("numeric", None)]
 
 
 # --- the index limits, without a database ---------------------------------------------------
