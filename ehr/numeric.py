@@ -18,6 +18,7 @@ INDEX_MAX_ADJUSTED = 131070  # so a search bound (value ± half a unit, ±10 %) 
 INDEX_MIN_EXPONENT = -16382  # so half a unit of the last digit (…e-16383) is still a numeric
 INDEX_MAX = Decimal(f"9.{'9' * (INDEX_DIGITS - 1)}E+{INDEX_MAX_ADJUSTED}")
 _SMALLEST = Decimal(f"1E{INDEX_MIN_EXPONENT}")
+_COARSEST_ZERO = Decimal(f"0E+{INDEX_MAX_ADJUSTED}")
 # Arithmetic on indexed values and their bounds is exact: at most INDEX_DIGITS + a few digits.
 EXACT = Context(prec=INDEX_DIGITS + 10, Emax=MAX_EMAX, Emin=MIN_EMIN)
 _ROUND = Context(prec=INDEX_DIGITS, Emax=MAX_EMAX, Emin=MIN_EMIN)
@@ -28,7 +29,9 @@ def index_decimal(value: Decimal) -> Decimal:
     if len(value.as_tuple().digits) > INDEX_DIGITS:
         value = _ROUND.plus(value)
     if value.as_tuple().exponent < INDEX_MIN_EXPONENT:  # type: ignore[operator] - finite: an int
-        value = value.quantize(_SMALLEST, context=EXACT) or Decimal(0)  # no -0E-16382
+        value = value.quantize(_SMALLEST, context=EXACT)
+    if value.is_zero():  # its exponent is only its precision (0E+999999 is no huge value)
+        return value.copy_abs() if value.adjusted() <= INDEX_MAX_ADJUSTED else _COARSEST_ZERO
     if value.adjusted() > INDEX_MAX_ADJUSTED:
         return INDEX_MAX.copy_sign(value)
     return value

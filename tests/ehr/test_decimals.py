@@ -127,13 +127,14 @@ def test_values_at_the_edges_of_the_index_are_found_by_themselves(fhir, subject,
     assert found(fhir, code, value) == [created]
 
 
-@pytest.mark.parametrize("value", ["1e131071", "1e999999", "1.5e-16383", "1e-999999"])
+@pytest.mark.parametrize("value", ["1e131071", "1e999999", "1.5e-16383", "1e-999999", "0e999999", "-0e-999999"])
 def test_values_beyond_the_index_are_held_in_order_at_its_bounds(fhir, subject, value):
     created, code = create(fhir, subject, value)
 
     row = QuantityIndex.objects.get(resource__logical_id=created, param="value-quantity")
     assert row.value == index_decimal(Decimal(value))
     assert -INDEX_MAX <= row.value <= INDEX_MAX  # compared exactly (abs() rounds to 28 digits)
+    assert row.value.is_zero() or not Decimal(value).is_zero()  # 0e999999 is no huge value
     stored = Resource.objects.get(logical_id=created).text
     assert f'"value":{value},' in stored
 
