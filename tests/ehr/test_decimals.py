@@ -180,7 +180,7 @@ def test_a_value_the_database_refuses_to_index_is_a_422_naming_the_element(fhir,
     assert QuantityIndex.objects.filter(resource=row).count() == rows_before  # nothing half-written
 
 
-def test_migration_0007_keeps_every_value_and_the_indexes():
+def test_migration_0008_keeps_every_value_and_the_indexes():
     """numeric(38, 12) to numeric: the rows written before come through unchanged."""
     executor = MigrationExecutor(connection)
     executor.migrate([("ehr", "0007_subscriptions")])
