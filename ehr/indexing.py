@@ -16,11 +16,12 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
+from decimal import Decimal
 from functools import cache, lru_cache
 
 from . import searchparams
 from .fhir import ID, RELATIVE_REFERENCE, TYPE
+from .numeric import index_decimal
 from .searchparams import Branch, Plan
 
 CURRENCY_SYSTEM = "urn:iso:std:iso:4217"  # Money.currency is an ISO 4217 code
@@ -463,28 +464,15 @@ def _resource_reference(out: IndexValues, param: str, node, target: str | None) 
 # Quantities, numbers, URIs
 
 
-# The index columns are numeric(38, 12). FHIR decimals have no range, so a value beyond it is
-# stored as sent and indexed at the column's bound (order kept: gt/lt/sort stay right), and
-# one with more than 12 decimals rounded (as PostgreSQL would, but here, where no exponent
-# like 1e-999999 can make the COPY fail); any other keeps its precision as written.
-INDEX_DECIMAL_MAX = Decimal("99999999999999999999999999.999999999999")
-_TWELVE_PLACES = Decimal("1e-12")
-_WIDE = Context(prec=60, Emax=MAX_EMAX, Emin=MIN_EMIN)
-
-
 def _decimal(value) -> Decimal | None:
-    """The value as its index row holds it; None for what is not a finite number."""
+    """The value as its index row holds it (``ehr.numeric``); None for what is not a finite number."""
     if type(value) is int:
         value = Decimal(value)
     elif type(value) is float:
         value = Decimal(str(value))
     if type(value) is not Decimal or not value.is_finite():
         return None
-    if value.copy_abs() > INDEX_DECIMAL_MAX:
-        return INDEX_DECIMAL_MAX.copy_sign(value)
-    if value.as_tuple().exponent < -12:  # type: ignore[operator] - finite: an int
-        return value.quantize(_TWELVE_PLACES, context=_WIDE)
-    return value  # as written: its precision is kept
+    return index_decimal(value)
 
 
 def _quantity(out: IndexValues, param: str, node, target: str | None) -> None:

@@ -6,6 +6,8 @@ tables hold the search values of the current version only and are rewritten on e
 write, in the same transaction.
 """
 
+from decimal import Decimal
+
 from django.contrib.postgres.indexes import OpClass
 from django.db import models
 
@@ -121,8 +123,23 @@ class ReferenceIndex(SearchIndex):
         ]
 
 
+class ExactDecimalField(models.Field):
+    """PostgreSQL ``numeric`` without typmod: a decimal kept with the digits it was given."""
+
+    description = "Decimal of any precision (numeric without typmod)"
+
+    def db_type(self, connection) -> str:
+        return "numeric"
+
+    def to_python(self, value):
+        return value if value is None or isinstance(value, Decimal) else Decimal(str(value))
+
+    def get_prep_value(self, value):
+        return self.to_python(super().get_prep_value(value))
+
+
 class QuantityIndex(SearchIndex):
-    value = models.DecimalField(max_digits=38, decimal_places=12)
+    value = ExactDecimalField()  # ehr.numeric.index_decimal of the value as written
     system = models.TextField(null=True)
     code = models.TextField(null=True)
     unit = models.TextField(null=True)
@@ -132,7 +149,7 @@ class QuantityIndex(SearchIndex):
 
 
 class NumberIndex(SearchIndex):
-    value = models.DecimalField(max_digits=38, decimal_places=12)
+    value = ExactDecimalField()  # ehr.numeric.index_decimal of the value as written
 
     class Meta:
         indexes = [models.Index(fields=["resource_type", "param", "value"], name="number_value")]
@@ -155,3 +172,7 @@ INDEX_MODELS: dict[str, type[SearchIndex]] = {
     "number": NumberIndex,
     "uri": UriIndex,
 }
+
+
+# Subscription state (channels, the notification outbox, deliveries) lives with its code.
+from ehr.subscriptions.models import SubscriptionChannel, SubscriptionDelivery, SubscriptionEvent  # noqa: E402, F401

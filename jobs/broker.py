@@ -23,10 +23,10 @@ logger = logging.getLogger(__name__)
 
 
 class BoundedPublisher:
-    """One per kind of message; ``what`` names what waits for the sweep in its log lines."""
+    """One per kind of message; ``what`` names what waits for the sweep in the user's log lines."""
 
-    def __init__(self, what: str, thread_name: str) -> None:
-        self._what, self._thread_name = what, thread_name
+    def __init__(self, what: str, thread_name: str, log: logging.Logger = logger) -> None:
+        self._what, self._thread_name, self._log = what, thread_name, log
         self._lock = threading.Lock()
         self.reset()
 
@@ -67,13 +67,13 @@ class BoundedPublisher:
             self._closed_until = time.monotonic() + backoff
             first, self._down = not self._down, True
         if first:
-            logger.warning("broker unreachable (%s): %s left to the sweep, publishing paused "
-                           "for %gs at a time until it answers", type(error).__name__, self._what, backoff)
+            self._log.warning("broker unreachable (%s): %s left to the sweep, publishing paused "
+                              "for %gs at a time until it answers", type(error).__name__, self._what, backoff)
 
     def _succeeded(self) -> None:
         if self._down:
             self._down = False
-            logger.info("broker reachable again: %s published at once", self._what)
+            self._log.info("broker reachable again: %s published at once", self._what)
 
 
 PUBLISHER = BoundedPublisher("jobs", "jobs-publish")

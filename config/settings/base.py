@@ -347,6 +347,31 @@ CELERY_BEAT_SCHEDULE.update({
 })
 # --- end of jobs ------------------------------------------------------------------------------
 
+# --- Subscriptions: R4 rest-hook (ehr/subscriptions/, docs/subscriptions.md) ---------------------
+# Receivers must use https unless SUBSCRIPTION_ALLOW_HTTP; loopback and private addresses only
+# where allowed (tests, a closed hospital network); link-local and metadata addresses never.
+# A delivery is retried after RETRY_BASE seconds doubled per attempt (at most RETRY_MAX); after
+# MAX_FAILURES consecutive failures the Subscription goes to error. Beat runs the outbox sweep
+# every SWEEP_SECONDS (a write also asks for it after commit).
+SUBSCRIPTIONS_ENABLED = env.bool("SUBSCRIPTIONS_ENABLED", default=True)
+SUBSCRIPTION_ALLOW_HTTP = env.bool("SUBSCRIPTION_ALLOW_HTTP", default=False)
+SUBSCRIPTION_ALLOW_LOOPBACK = env.bool("SUBSCRIPTION_ALLOW_LOOPBACK", default=False)
+SUBSCRIPTION_ALLOW_PRIVATE = env.bool("SUBSCRIPTION_ALLOW_PRIVATE", default=False)
+SUBSCRIPTION_TIMEOUT_SECONDS = env.float("SUBSCRIPTION_TIMEOUT_SECONDS", default=5.0)
+SUBSCRIPTION_MAX_RESPONSE_BYTES = env.int("SUBSCRIPTION_MAX_RESPONSE_BYTES", default=64 * 1024)
+SUBSCRIPTION_RETRY_BASE_SECONDS = env.float("SUBSCRIPTION_RETRY_BASE_SECONDS", default=5.0)
+SUBSCRIPTION_RETRY_MAX_SECONDS = env.float("SUBSCRIPTION_RETRY_MAX_SECONDS", default=900.0)
+SUBSCRIPTION_MAX_FAILURES = env.int("SUBSCRIPTION_MAX_FAILURES", default=10)
+SUBSCRIPTION_SWEEP_SECONDS = env.float("SUBSCRIPTION_SWEEP_SECONDS", default=15.0)
+CELERY_BEAT_SCHEDULE.update({
+    "ehr.subscriptions_work": {
+        "task": "ehr.subscriptions_work",
+        "schedule": SUBSCRIPTION_SWEEP_SECONDS,
+        "options": {"expires": SUBSCRIPTION_SWEEP_SECONDS},
+    },
+})
+# --- end of subscriptions ----------------------------------------------------------------------
+
 # --- Imaging: DICOM store, DIMSE SCP, DICOMweb, de-identification (imaging/, docs/imaging.md) --
 # The SCP (`manage.py dicom_scp`, started by `make run`) listens on DICOM_BIND_ADDRESS:port as
 # DICOM_AE_TITLE; a calling AE title is mapped to the organization that owns what it sends

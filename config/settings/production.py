@@ -33,6 +33,8 @@ if len(DEID_SECRET) < 32 or DEID_SECRET.startswith("dev-only"):  # imaging
 if DICOM_DEFAULT_ORGANIZATION:  # noqa: F405 - imaging: an AE title is no credential
     raise ImproperlyConfigured("DICOM_DEFAULT_ORGANIZATION must be empty in production; map each AE title "
                                "in DICOM_AE_ORGANIZATIONS.")
+if SUBSCRIPTION_ALLOW_HTTP or SUBSCRIPTION_ALLOW_LOOPBACK:  # noqa: F405 - receivers are https hosts
+    raise ImproperlyConfigured("SUBSCRIPTION_ALLOW_HTTP and SUBSCRIPTION_ALLOW_LOOPBACK must be off in production.")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = True

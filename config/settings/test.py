@@ -20,3 +20,9 @@ AUTH_FAILURE_ACCOUNT_LIMIT = 1_000_000
 AUDIT_ANCHOR_CONFIRMATIONS = env.int("AUDIT_ANCHOR_CONFIRMATIONS", default=1)  # noqa: F405
 CONSENT_CONFIRMATIONS = env.int("CONSENT_CONFIRMATIONS", default=1)  # noqa: F405
 # --- end of chain confirmations ---
+
+# --- Subscriptions: the suite's receivers listen on http://127.0.0.1 (tests/ehr/test_subscriptions.py).
+SUBSCRIPTION_ALLOW_HTTP = True
+SUBSCRIPTION_ALLOW_LOOPBACK = True
+SUBSCRIPTION_TIMEOUT_SECONDS = 2.0
+# --- end of subscriptions ---

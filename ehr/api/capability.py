@@ -24,6 +24,12 @@ COMMON_PARAMS = {"_id", "_lastUpdated", "_tag", "_profile", "_security"}
 VALIDATE = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
 EVERYTHING = {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}
 NOT_STORED = "Not stored: an R4 type that R4B (the validator's version) does not have"
+# R4 has no element for a server's Subscription channels: say it (docs/subscriptions.md).
+SUBSCRIPTION_CHANNELS = {
+    "documentation": "Channel rest-hook only; payload application/fhir+json or empty; activated by a handshake ping",
+    "extension": [{"url": "https://carrack.dev/fhir/StructureDefinition/subscription-channel-type",
+                   "valueCode": "rest-hook"}],
+}
 
 
 def capability_statement(base_url: str, *, fhir_version: str | None = None) -> dict:
@@ -71,6 +77,7 @@ def _resource(resource_type: str) -> dict:
         "searchRevInclude": ["*"],
         "searchParam": _search_params(resource_type),
         "operation": [EVERYTHING, VALIDATE] if resource_type == "Patient" else [VALIDATE],
+        **(SUBSCRIPTION_CHANNELS if resource_type == "Subscription" else {}),
     }
 
 

@@ -18,6 +18,7 @@ from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from ehr.models import INDEX_MODELS, Resource
+from ehr.numeric import EXACT
 
 from .query import Criterion
 from .values import DateValue, NumberValue, QuantityValue, ReferenceValue, TokenValue
@@ -132,9 +133,9 @@ def _number(modifier: str | None, value: NumberValue, column: str = "value") -> 
         return cmp("gte", value.low) & cmp("lt", value.high)
     if prefix == "ne":
         return cmp("lt", value.low) | cmp("gte", value.high)
-    if prefix == "ap":
-        spread = max(abs(exact) / 10, value.high - exact)
-        return cmp("gte", exact - spread) & cmp("lte", exact + spread)
+    if prefix == "ap":  # exact arithmetic: the default context rounds past 28 digits
+        spread = max(EXACT.divide(exact.copy_abs(), 10), EXACT.subtract(value.high, exact))
+        return cmp("gte", EXACT.subtract(exact, spread)) & cmp("lte", EXACT.add(exact, spread))
     op = {"gt": "gt", "sa": "gt", "lt": "lt", "eb": "lt", "ge": "gte", "le": "lte"}[prefix]
     return cmp(op, exact)
 

@@ -20,12 +20,12 @@ from ehr.indexing import (
     date_range,
     normalize_string,
 )
+from ehr.numeric import EXACT, INDEX_MAX_ADJUSTED, INDEX_MIN_EXPONENT, index_decimal
 
 from .errors import SearchError
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
-MAX_NUMBER_DIGITS = 100
-MAX_NUMBER_EXPONENT = 100
+MAX_NUMBER_CHARS = 20_000  # a search value's text; the index keeps INDEX_DIGITS significant digits
 NUMBER_PATTERN = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -145,22 +145,30 @@ def _number(raw: str, modifier: str | None, name: str) -> NumberValue:
 
 
 def number_value(prefix: str, text: str, name: str) -> NumberValue:
-    """A number with its implicit range: ``100`` is [99.5, 100.5), ``1.0e2`` is [99.5, 100.5)."""
-    if not NUMBER_PATTERN.fullmatch(text):
-        raise SearchError("invalid", f"{name}: {text[:40]!r} is not a number")
+    """A number with its implicit range: ``100`` is [99.5, 100.5), ``1.0e2`` is [99.5, 100.5).
+
+    The value is read as the index holds it (``ehr.numeric.index_decimal``), so a value with more
+    significant digits than the index keeps is searched at the index's precision and every
+    indexed value is found by its own text. The bounds are computed exactly (the default
+    context would round a 30-digit value's bounds to 28 digits, past the value itself).
+    """
+    if len(text) > MAX_NUMBER_CHARS or not NUMBER_PATTERN.fullmatch(text):
+        raise SearchError("invalid", f"{name}: {text[:40]!r} is not a number"
+                          + (f" (at most {MAX_NUMBER_CHARS} characters)" if len(text) > MAX_NUMBER_CHARS else ""))
     try:
         value = Decimal(text)
     except InvalidOperation:
         raise SearchError("invalid", f"{name}: {text[:40]!r} is not a number") from None
-    if len(text) > MAX_NUMBER_DIGITS or not -MAX_NUMBER_EXPONENT <= value.adjusted() <= MAX_NUMBER_EXPONENT:
-        # PostgreSQL numeric (and Decimal arithmetic) cannot take every exponent; the index holds
-        # values within ±1e26 (ehr.indexing), so a bound past 1e±100 adds nothing to one within.
+    if value and not INDEX_MIN_EXPONENT <= value.adjusted() <= INDEX_MAX_ADJUSTED:
+        # Beyond what PostgreSQL numeric holds: the index holds such values at its bounds.
         raise SearchError("invalid", f"{name}: the number is out of the searchable range "
-                                     f"(at most {MAX_NUMBER_DIGITS} characters, 1e±{MAX_NUMBER_EXPONENT})")
-    exponent = value.as_tuple().exponent
+                                     f"(1e{INDEX_MIN_EXPONENT} to 1e+{INDEX_MAX_ADJUSTED} in magnitude)")
+    indexed = index_decimal(value)
+    exponent = indexed.as_tuple().exponent
     assert isinstance(exponent, int)
     half = Decimal(5).scaleb(exponent - 1)
-    return NumberValue(prefix=prefix, value=value, low=value - half, high=value + half)
+    return NumberValue(prefix=prefix, value=indexed, low=EXACT.subtract(indexed, half),
+                       high=EXACT.add(indexed, half))
 
 
 def _quantity(raw: str, modifier: str | None, name: str) -> QuantityValue:

@@ -13,14 +13,16 @@ from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from datetime import datetime
 
-from django.db import connection
+import psycopg
+from django.db import DataError, connection
 from django.utils import timezone
 
 from ehr import fhirjson
-from ehr.fhir import instant, patient_not_writable, refuse_server_written
+from ehr.fhir import FhirError, instant, issue, patient_not_writable, refuse_server_written
 from ehr.indexing import IndexValues, extract_index_values
 from ehr.models import INDEX_MODELS, Resource, ResourceVersion
-from ehr.searchparams import patient_compartment
+from ehr.searchparams import patient_compartment, search_params
+from ehr.subscriptions import outbox as subscription_outbox
 
 from . import ledger_mirror
 
@@ -217,9 +219,27 @@ def write_indexes(rows: list[Resource], values_of_rows: list[IndexValues]) -> No
         if not batch:
             continue
         names = [f.name for f in fields(batch[0][2])]
-        copy_rows(model, ["resource_id", "resource_type", *names],
-                  ((pk, resource_type, *(getattr(value, name) for name in names))
-                   for pk, resource_type, value in batch))
+        try:
+            copy_rows(model, ["resource_id", "resource_type", *names],
+                      ((pk, resource_type, *(getattr(value, name) for name in names))
+                       for pk, resource_type, value in batch))
+        except (DataError, psycopg.DataError):  # COPY runs on psycopg's cursor: its own errors
+            raise unindexable(batch) from None
+
+
+def unindexable(batch: list[tuple]) -> FhirError:
+    """A value PostgreSQL refused to index, as a 422 naming the elements, never a 500.
+
+    None should reach here (``ehr.numeric`` bounds decimals, ``ehr.indexing`` texts); the
+    message names the search parameters' elements, never the values (they may be personal).
+    """
+    expressions = []
+    for resource_type, param in sorted({(resource_type, value.param) for _, resource_type, value in batch}):
+        definition = search_params(resource_type).get(param)
+        expressions.append((definition and definition.expression) or f"{resource_type}.{param}")
+    message = "A value cannot be indexed for search: " + "; ".join(expressions)
+    return FhirError(422, "processing", message,
+                     issues=[issue("error", "processing", message, expression) for expression in expressions])
 
 
 def copy_rows(model, columns: list[str], rows: Iterable[tuple]) -> None:
@@ -238,6 +258,7 @@ def clear_indexes(resource_pks: list[int]) -> None:
 
 
 def _store_versions(rows: list[Resource], methods: list[str]) -> None:
+    subscription_outbox.versions_stored(rows)  # in this transaction: the notification outbox
     copy_rows(ResourceVersion, ["resource_id", "resource_type", "logical_id", "version_id", "last_updated",
                                 "deleted", "method", "text", "patient_id", "organization_id"],
               ((row.pk, row.resource_type, row.logical_id, row.version_id, row.last_updated, row.deleted,

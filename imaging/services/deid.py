@@ -57,7 +57,7 @@ def _publish(instance_ids: list[int]) -> None:
 
 
 # A paused or unreachable Redis must not hold up the device's or client's answer (jobs.broker).
-_GATE = BoundedPublisher("de-identification", "broker-publish")
+_GATE = BoundedPublisher("de-identification", "broker-publish", logger)
 os.register_at_fork(after_in_child=_GATE.reset)
 
 # SKIP LOCKED: a row a worker is de-identifying right now is left unmarked (it is done or being
