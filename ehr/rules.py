@@ -12,6 +12,8 @@ returned nor counted.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from django.db.models import Q
 
 from access import policy
@@ -28,6 +30,7 @@ from ehr.fhir import (
     server_owned,
 )
 from ehr.models import Resource, ResourceVersion
+from ehr.references import references_require
 from ledger.consents.check import consented_patients
 
 # --- checks ---------------------------------------------------------------------------------
@@ -90,6 +93,8 @@ def check_written(ctx: AccessContext, row: Resource) -> None:
             raise
         # Another hospital's patient answers exactly as a patient that does not exist.
         raise patient_not_writable(row.resource_type, row.patient_id) from None
+    if not row.deleted:
+        references_require([row], visible(replace(ctx, scopes=None), "read"))
     _check_claim(ctx, row.resource_type, row.logical_id)
     if row.resource_type != "Consent" or row.deleted or ctx.role == Role.PATIENT:
         return
