@@ -62,7 +62,7 @@ def node_organizations(ids: Iterable[str]) -> set[str]:
 
 _CHAIN = """
 WITH RECURSIVE chain (start, current, owner, depth, path) AS (
-    SELECT r.logical_id, r.logical_id, COALESCE(a.organization_id, r.organization_id), 0, ARRAY[r.logical_id]
+    SELECT r.logical_id, r.logical_id, COALESCE(a.organization_id, r.organization_id), 0, ARRAY[r.logical_id::varchar]
       FROM {resource} r
       LEFT JOIN (SELECT DISTINCT organization_id FROM {profile}) a ON a.organization_id = r.logical_id
      WHERE r.resource_type = 'Organization' AND NOT r.deleted AND r.logical_id = ANY(%s)

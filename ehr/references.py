@@ -3,7 +3,8 @@
 Decided as HAPI FHIR's default (``enforceReferentialIntegrityOnWrite``): every local relative
 reference (``Type/id``, with or without ``/_history/n``) that a search parameter indexes must
 name a live resource on this node; absolute URLs, canonicals, contained (``#id``), ``urn:``
-and identifier-only references are not checked. Unlike HAPI, "exists" means "exists and is
+and identifier-only references are not checked, nor those to a Patient or of a Consent
+(``UNCHECKED_TARGETS``, ``UNCHECKED_SOURCES``). Unlike HAPI, "exists" means "exists and is
 one the writer may read": a resource of another hospital answers exactly as a missing one
 (422, the element and the reference named), so no write can probe which ids exist. The
 organizations of the node (an account's, or one that owns records) are public (consents name
@@ -35,6 +36,13 @@ class Unresolvable(FhirError):
 
     resource_pk: int | None = None
 
+
+# A Patient may be linked to or be the focus of another hospital's record (``Patient.link`` to
+# the same person registered elsewhere): such references are stored unresolved, for a missing
+# patient as for a hidden one. The compartment's own Patient is ``ehr.services.storage``'s.
+UNCHECKED_TARGETS = frozenset({"Patient"})
+# A Consent names grantees anywhere in the consortium, most of them on other nodes.
+UNCHECKED_SOURCES = frozenset({"Consent"})
 
 # Inside a transaction Bundle: (resource pks, what their writer may reference), checked at its end.
 _deferred: ContextVar[list[tuple[list[int], Q]] | None] = ContextVar("deferred_references", default=None)
@@ -69,8 +77,7 @@ def _check(pks: list[int], referable: Q) -> None:
                   .exclude(Exists(targets)).order_by("resource_id", "param", "target_type", "target_id")
                   .values_list("resource_id", "resource__resource_type", "resource__patient_id", "param",
                                "target_type", "target_id"))
-    # The compartment's own Patient is checked by ``ehr.services.storage`` (and answered so).
-    found = [u for u in unresolved if not (u[4] == "Patient" and u[5] == u[2])]
+    found = [u for u in unresolved if u[4] not in UNCHECKED_TARGETS and u[1] not in UNCHECKED_SOURCES]
     public = node_organizations(u[5] for u in found if u[4] == "Organization")
     for pk, resource_type, _, param, target_type, target_id in found:
         if not (target_type == "Organization" and target_id in public):

@@ -168,8 +168,12 @@ def _entry_refusal(entries: list[Entry], error: Unresolvable) -> FhirError:
     entry = next((e for e in entries if e.resource is not None and e.resource.pk == error.resource_pk), None)
     if entry is None:
         return error
-    return FhirError(error.status, error.code, f"entry[{entry.index}] {entry.method} {entry.url}: {error.diagnostics}",
-                     issues=error.issues)
+    prefix = f"entry[{entry.index}] {entry.method} {entry.url}: "
+    issues = [{**item, "diagnostics": prefix + item["diagnostics"],
+               "expression": [re.sub(r"^[A-Za-z]+\.", f"Bundle.entry[{entry.index}].resource.", path)
+                              for path in item.get("expression", [])]}
+              for item in error.issues or []]
+    return FhirError(error.status, error.code, prefix + error.diagnostics, issues=issues)
 
 
 def _lock_targets(entries: list[Entry]) -> None:

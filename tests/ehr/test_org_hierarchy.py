@@ -140,12 +140,12 @@ def test_the_accounts_own_organization_is_a_resource_to_search_and_reference(hos
 
 
 def test_access_seed_creates_its_organization_once(capsys, transactional_db):
-    call_command("access_seed", "--organization", "seeded-hospital")
-    call_command("access_seed", "--organization", "seeded-hospital")
+    for _ in range(2):
+        call_command("access_seed", "--organization", "seeded-hospital")
+        assert json.loads(capsys.readouterr().out)  # the seed's JSON is still all its stdout
 
     rows = Resource.objects.filter(resource_type="Organization", logical_id="seeded-hospital")
     assert [(r.version_id, r.organization_id) for r in rows] == [(1, "seeded-hospital")]
-    assert json.loads(capsys.readouterr().out)  # the seed's JSON is still all its stdout
 
 
 # --- hospital B ----------------------------------------------------------------------------------
@@ -199,9 +199,9 @@ def test_a_reference_to_nothing_is_422_naming_the_element(hospital_a):
         hospital_a.resource("Observation", **observation(f"Patient/{registered.id}"),
                             performer=[{"reference": "Practitioner/gone"}]).save()
 
-    assert [i["expression"] for i in managed.value.resource["issue"]] == ["Patient.managingOrganization"]
+    assert [i["expression"] for i in managed.value.resource["issue"]] == [["Patient.managingOrganization"]]
     assert "Organization/gone" in managed.value.resource["issue"][0]["diagnostics"]
-    assert [i["expression"] for i in performed.value.resource["issue"]] == ["Observation.performer"]
+    assert [i["expression"] for i in performed.value.resource["issue"]] == [["Observation.performer"]]
     assert not Resource.objects.filter(resource_type="Observation").exists()
 
 
@@ -227,7 +227,7 @@ def test_a_transaction_with_a_reference_to_nothing_writes_nothing(base, tokens):
     response = post(base, tokens["integration"], "", bundle)
 
     assert response.status_code == 422, response.content
-    assert response.json()["issue"][0]["expression"] == "Patient.managingOrganization"
+    assert response.json()["issue"][0]["expression"] == ["Bundle.entry[1].resource.managingOrganization"]
     assert response.json()["issue"][0]["diagnostics"].startswith("entry[1] POST Patient: ")
     assert Resource.objects.count() == before
 
@@ -244,7 +244,7 @@ def test_a_batch_refuses_the_entry_alone(base, tokens):
     statuses = [e["response"]["status"] for e in response.json()["entry"]]
     assert statuses == ["201 Created", "422 Unprocessable Entity"]
     outcome = response.json()["entry"][1]["response"]["outcome"]
-    assert outcome["issue"][0]["expression"] == "Patient.managingOrganization"
+    assert outcome["issue"][0]["expression"] == ["Patient.managingOrganization"]
 
 
 def test_a_transaction_may_reference_what_it_creates(base, tokens):
@@ -268,3 +268,54 @@ def test_a_transaction_may_reference_what_it_creates(base, tokens):
     assert response.status_code == 200, response.content
     ids = [re.match(r"(\w+)/([^/]+)", e["response"]["location"]).groups() for e in response.json()["entry"]]
     assert {Resource.objects.get(resource_type=t, logical_id=i).organization_id for t, i in ids} == {A}
+
+
+def test_in_a_transaction_too_b_cannot_tell_as_lab_from_a_missing_organization(base, tokens, hospital_a):
+    lab = facility(hospital_a)["lab"]
+    before = Resource.objects.count()
+
+    answers = []
+    for target in (lab.id, "no-such-organization"):
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {**patient(), "managingOrganization": {"reference": f"Organization/{target}"}},
+             "request": {"method": "POST", "url": "Patient"}},
+            {"resource": {"resourceType": "Organization", "name": "Annex",
+                          "partOf": {"reference": f"Organization/{target}"}},
+             "request": {"method": "POST", "url": "Organization"}}]}
+        response = post(base, tokens["b"], "", bundle)
+        answers.append((response.status_code, response.text.replace(target, "ID")))
+
+    assert answers[0] == answers[1] and answers[0][0] == 422
+    assert Resource.objects.count() == before
+
+
+# --- the partOf chain -----------------------------------------------------------------------------
+
+def organization_stored(logical_id: str, part_of: str | None, owner: str | None) -> None:
+    """Written by the node itself (no writer): an ownerless Organization unless it names one."""
+    from ehr.services import resource_update
+
+    body = {"resourceType": "Organization", "id": logical_id, "name": logical_id}
+    if part_of:
+        body["partOf"] = {"reference": f"Organization/{part_of}"}
+    resource_update(resource_type="Organization", logical_id=logical_id, text=json.dumps(body),
+                    organization_id=owner)
+
+
+def test_the_chain_is_walked_up_to_an_owned_organization(transactional_db):
+    from ehr.ownership import organization_owners
+
+    organization_stored("leaf", "mid", None)
+    organization_stored("mid", "top", None)
+    organization_stored("top", None, A)
+
+    assert organization_owners({"leaf", "mid", "top", "nowhere"}) == {"leaf": A, "mid": A, "top": A}
+
+
+def test_a_partof_loop_ends_the_walk(transactional_db):
+    from ehr.ownership import organization_owners
+
+    organization_stored("loop-1", "loop-2", None)
+    organization_stored("loop-2", "loop-1", None)
+
+    assert organization_owners({"loop-1", "loop-2"}) == {}
