@@ -44,42 +44,45 @@ UNCHECKED_TARGETS = frozenset({"Patient"})
 # A Consent names grantees anywhere in the consortium, most of them on other nodes.
 UNCHECKED_SOURCES = frozenset({"Consent"})
 
-# Inside a transaction Bundle: (resource pks, what their writer may reference), checked at its end.
-_deferred: ContextVar[list[tuple[list[int], Q]] | None] = ContextVar("deferred_references", default=None)
+# Inside a transaction Bundle: per writer, what it may reference and the pks to check at the end.
+_deferred: ContextVar[dict[int, tuple[Q, list[int]]] | None] = ContextVar("deferred_references", default=None)
 
 
-def references_require(rows: list[Resource], referable: Q) -> None:
-    """Refuse (422) the first local reference of these rows to nothing the writer may reference."""
+def references_require(rows: list[Resource], referable: Q, *, writer: object) -> None:
+    """Refuse (422) the first local reference of these rows to nothing the writer may reference.
+
+    ``writer`` (the caller's access context) groups a transaction's checks: one query each.
+    """
+    rows = [row for row in rows if row.resource_type not in UNCHECKED_SOURCES]
     pending = _deferred.get()
     if pending is not None:
-        pending.append(([row.pk for row in rows], referable))
-        return
-    _check([row.pk for row in rows], referable)
+        pending.setdefault(id(writer), (referable, []))[1].extend(row.pk for row in rows)
+    elif rows:
+        _check([row.pk for row in rows], referable)
 
 
 @contextmanager
 def references_settled_at_end() -> Iterator[None]:
     """Defer the checks of a transaction Bundle's writes to its end (all-or-nothing anyway)."""
-    token = _deferred.set([])
+    token = _deferred.set({})
     try:
         yield
         pending = _deferred.get()
     finally:
         _deferred.reset(token)
-    for pks, referable in pending:
+    for referable, pks in pending.values():
         _check(pks, referable)
 
 
 def _check(pks: list[int], referable: Q) -> None:
     targets = Resource.objects.filter(referable, deleted=False, resource_type=OuterRef("target_type"),
                                       logical_id=OuterRef("target_id"))
-    unresolved = (ReferenceIndex.objects.filter(resource_id__in=pks, url__isnull=True, target_type__isnull=False)
-                  .exclude(Exists(targets)).order_by("resource_id", "param", "target_type", "target_id")
-                  .values_list("resource_id", "resource__resource_type", "resource__patient_id", "param",
-                               "target_type", "target_id"))
-    found = [u for u in unresolved if u[4] not in UNCHECKED_TARGETS and u[1] not in UNCHECKED_SOURCES]
-    public = node_organizations(u[5] for u in found if u[4] == "Organization")
-    for pk, resource_type, _, param, target_type, target_id in found:
+    found = list(ReferenceIndex.objects.filter(resource_id__in=pks, url__isnull=True, target_type__isnull=False)
+                 .exclude(target_type__in=UNCHECKED_TARGETS).exclude(Exists(targets))
+                 .order_by("resource_id", "param", "target_type", "target_id")
+                 .values_list("resource_id", "resource__resource_type", "param", "target_type", "target_id"))
+    public = node_organizations(u[4] for u in found if u[3] == "Organization")
+    for pk, resource_type, param, target_type, target_id in found:
         if not (target_type == "Organization" and target_id in public):
             raise unresolvable(resource_type, param, f"{target_type}/{target_id}", pk)
 

@@ -94,7 +94,8 @@ def check_written(ctx: AccessContext, row: Resource) -> None:
         # Another hospital's patient answers exactly as a patient that does not exist.
         raise patient_not_writable(row.resource_type, row.patient_id) from None
     if not row.deleted:
-        references_require([row], visible(replace(ctx, scopes=None), "read"))
+        # What the caller may read, whatever its scopes: a write-only token still names its records.
+        references_require([row], visible(replace(ctx, scopes=None), "read"), writer=ctx)
     _check_claim(ctx, row.resource_type, row.logical_id)
     if row.resource_type != "Consent" or row.deleted or ctx.role == Role.PATIENT:
         return
