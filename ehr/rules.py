@@ -80,6 +80,9 @@ def _dpo_oversees(ctx: AccessContext, resource: Resource | ResourceVersion) -> b
 def check_written(ctx: AccessContext, row: Resource) -> None:
     """``check_row`` for a write, on the version just written (it is rolled back if refused).
 
+    Its local references must name what the caller may read (``ehr.references``: 422 for a
+    missing and a hidden target alike; a transaction checks them at its end).
+
     A Consent that grants anything opens the patient's chart to someone else, so only the
     patient grants, or a clinician or system of the patient's hospital recording the
     patient's own signed consent: ``performer`` names the patient (or a RelatedPerson acting
