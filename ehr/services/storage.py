@@ -16,13 +16,14 @@ from datetime import datetime
 from django.db import connection
 from django.utils import timezone
 
-from ehr import fhirjson, ownership
+from ehr import fhirjson
 from ehr.fhir import instant, patient_not_writable, refuse_server_written
 from ehr.indexing import IndexValues, extract_index_values
 from ehr.models import INDEX_MODELS, Resource, ResourceVersion
 from ehr.searchparams import patient_compartment
 
 from . import ledger_mirror
+from .. import ownership
 
 # Inside a transaction Bundle, rows whose patient does not exist yet: checked at its end.
 _awaiting_patients: ContextVar[list[Resource] | None] = ContextVar("awaiting_patients", default=None)
