@@ -12,6 +12,8 @@ returned nor counted.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from django.db.models import Q
 
 from access import policy
@@ -28,6 +30,7 @@ from ehr.fhir import (
     server_owned,
 )
 from ehr.models import Resource, ResourceVersion
+from ehr.references import references_require
 from ledger.consents.check import consented_patients
 
 # --- checks ---------------------------------------------------------------------------------
@@ -77,6 +80,9 @@ def _dpo_oversees(ctx: AccessContext, resource: Resource | ResourceVersion) -> b
 def check_written(ctx: AccessContext, row: Resource) -> None:
     """``check_row`` for a write, on the version just written (it is rolled back if refused).
 
+    Its local references must name what the caller may read (``ehr.references``: 422 for a
+    missing and a hidden target alike; a transaction checks them at its end).
+
     A Consent that grants anything opens the patient's chart to someone else, so only the
     patient grants, or a clinician or system of the patient's hospital recording the
     patient's own signed consent: ``performer`` names the patient (or a RelatedPerson acting
@@ -90,6 +96,9 @@ def check_written(ctx: AccessContext, row: Resource) -> None:
             raise
         # Another hospital's patient answers exactly as a patient that does not exist.
         raise patient_not_writable(row.resource_type, row.patient_id) from None
+    if not row.deleted:
+        # What the caller may read, whatever its scopes: a write-only token still names its records.
+        references_require([row], visible(replace(ctx, scopes=None), "read"), writer=ctx)
     _check_claim(ctx, row.resource_type, row.logical_id)
     if row.resource_type != "Consent" or row.deleted or ctx.role == Role.PATIENT:
         return

@@ -30,6 +30,7 @@ from ehr.fhir import (
     require_resource_type,
 )
 from ehr.models import Resource
+from ehr.references import Unresolvable, references_settled_at_end
 
 from . import resources as single
 from .storage import Pending, insert_new, new_id, patients_settled_at_end
@@ -92,7 +93,11 @@ def bundle_process(*, text: str, handle_get: GetHandler, return_resources: bool 
                       written if written is not None else [])
     if bundle_type == "transaction":
         with transaction.atomic(), patients_settled_at_end():
-            _run_transaction(entries, context)
+            try:
+                with references_settled_at_end():
+                    _run_transaction(entries, context)
+            except Unresolvable as error:
+                raise _entry_refusal(entries, error) from None
     else:
         _run_batch(entries, context)
     body = (f'{{"resourceType":"Bundle","type":"{bundle_type}-response","entry":['
@@ -157,6 +162,19 @@ def _run_transaction(entries: list[Entry], context: Context) -> None:
                             issues=issues_in_entry(error.issues, entry.index)) from None
         if status >= 400:
             raise FhirError(status, "processing", f"entry[{entry.index}] {entry.method} {entry.url} failed")
+
+
+def _entry_refusal(entries: list[Entry], error: Unresolvable) -> FhirError:
+    """A reference refused at the transaction's end, named by its entry as one refused sooner."""
+    entry = next((e for e in entries if e.resource is not None and e.resource.pk == error.resource_pk), None)
+    if entry is None:
+        return error
+    prefix = f"entry[{entry.index}] {entry.method} {entry.url}: "
+    issues = [{**item, "diagnostics": prefix + item["diagnostics"],
+               "expression": [re.sub(r"^[A-Za-z]+\.", f"Bundle.entry[{entry.index}].resource.", path)
+                              for path in item.get("expression", [])]}
+              for item in error.issues or []]
+    return FhirError(error.status, error.code, prefix + error.diagnostics, issues=issues)
 
 
 def _lock_targets(entries: list[Entry]) -> None:
@@ -301,6 +319,7 @@ def _run_entry(entry: Entry, context: Context) -> int:
                                                      text=entry.resource_text or "",
                                                      organization_id=context.organization_id,
                                                      visible=context.visible)
+        entry.resource = outcome.resource
         context.check("update", resource_type, outcome.resource.logical_id, outcome.resource)
         context.written.append(("create" if outcome.status == 201 else "update", outcome.resource))
         entry.response = _response(outcome.resource, _status_line(outcome.status), return_resources)
@@ -309,6 +328,7 @@ def _run_entry(entry: Entry, context: Context) -> int:
         outcome = single.resource_update(resource_type=resource_type, logical_id=_required_id(logical_id, entry),
                                          text=entry.resource_text or "", if_match=entry.if_match,
                                          organization_id=context.organization_id)
+        entry.resource = outcome.resource
         context.check("update", resource_type, outcome.resource.logical_id, outcome.resource)
         context.written.append(("create" if outcome.status == 201 else "update", outcome.resource))
         entry.response = _response(outcome.resource, _status_line(outcome.status), return_resources)

@@ -25,6 +25,7 @@ from ehr.searchparams import patient_compartment, search_params
 from ehr.subscriptions import outbox as subscription_outbox
 
 from . import ledger_mirror
+from .. import ownership
 
 # Inside a transaction Bundle, rows whose patient does not exist yet: checked at its end.
 _awaiting_patients: ContextVar[list[Resource] | None] = ContextVar("awaiting_patients", default=None)
@@ -126,21 +127,30 @@ def _derive_patient(row: Resource, pending: Pending) -> IndexValues:
 def _assign_owners(rows: list[Resource], pendings: list[Pending]) -> None:
     """Set the managing organization (hospital) that owns each row.
 
-    A Patient belongs to its managingOrganization, else to the organization that wrote it;
-    a resource in a patient's compartment belongs to that patient's organization, and the
+    A Patient belongs to the owner of its managingOrganization (``ehr.ownership``: the
+    account organization whose Organization it is or is ``partOf``), else to the
+    organization that wrote it; an Organization, Location, HealthcareService,
+    PractitionerRole or Endpoint likewise to the owner of the Organization it names. A
+    reference to an Organization nobody here owns leaves the raw id (a Patient) or the writer
+    (the others): ``ehr.rules`` then refuses what the writer may not reference.
+
+    A resource in a patient's compartment belongs to that patient's organization, and the
     patient must exist: a record written for a patient id nobody has registered yet would
     otherwise belong to its writer, who could so stake out (and plant Consents in) the
     compartment of a patient another hospital registers later under that id. Anything
     else belongs to the organization that wrote it. One query for all the patients of a batch.
     """
+    organization_owners = _organization_owners(rows, pendings)
     patient_owners = {}
     for row, pending in zip(rows, pendings):
+        managing = ownership.owning_reference(row.resource_type, pending.parsed)
+        owner = _visible_owner(organization_owners, managing, pending.organization_id)
         if row.resource_type == "Patient":
-            managing = (pending.parsed.get("managingOrganization") or {}).get("reference", "")
-            row.organization_id = (managing.removeprefix("Organization/")
-                                   if managing.startswith("Organization/") else
-                                   row.organization_id or pending.organization_id)
+            raw = None if pending.organization_id else managing
+            row.organization_id = owner or raw or row.organization_id or pending.organization_id
             patient_owners[row.logical_id] = row.organization_id
+        elif row.resource_type in ownership.OWNING_ELEMENT:
+            row.organization_id = owner or row.organization_id or pending.organization_id
     patient_owners.update(_stored_patient_owners({row.patient_id for row in rows} - set(patient_owners)))
     for row, pending in zip(rows, pendings):
         if row.resource_type == "Patient":
@@ -149,6 +159,36 @@ def _assign_owners(rows: list[Resource], pendings: list[Pending]) -> None:
             _patient_missing(row)
         row.organization_id = (patient_owners.get(row.patient_id) or row.organization_id
                                or pending.organization_id)
+
+
+def _visible_owner(owners: dict[str, str | None], managing: str | None, writer: str | None) -> str | None:
+    """The owner of the named Organization, unless that would reveal a hidden one.
+
+    An organization of the node owns itself (``owners[x] == x``) and is public: naming
+    another's makes the record that organization's, which ``ehr.rules`` refuses (403). A
+    resource the writer cannot see (another hospital's lab) leaves the record the writer's,
+    exactly as a missing one does, and ``ehr.references`` refuses both the same (422).
+    """
+    owner = owners.get(managing) if managing else None
+    if writer and owner not in (None, writer) and owner != managing:
+        return None
+    return owner
+
+
+def _organization_owners(rows: list[Resource], pendings: list[Pending]) -> dict[str, str | None]:
+    """Owners of the Organizations these rows name, the ones written in this batch included."""
+    named = {ownership.owning_reference(row.resource_type, pending.parsed) for row, pending in zip(rows, pendings)}
+    named.discard(None)
+    if not named:
+        return {}
+    written = {row.logical_id: ownership.owning_reference("Organization", pending.parsed)
+               for row, pending in zip(rows, pendings) if row.resource_type == "Organization"}
+    fallback = {row.logical_id: row.organization_id or pending.organization_id
+                for row, pending in zip(rows, pendings) if row.resource_type == "Organization"}
+    owners: dict[str, str | None] = dict(ownership.organization_owners(named - set(written)))
+    if written:
+        owners.update(ownership.batch_owners(written, fallback))
+    return owners
 
 
 def _stored_patient_owners(patient_ids: set[str | None]) -> dict[str, str | None]:

@@ -1,7 +1,8 @@
 """``manage.py access_seed``: users, OAuth2 clients and tokens for every role, without admin clicks.
 
 Safe to run again: users, profiles, clients, the integration client's secret and unexpired
-tokens are reused. An existing user whose profile differs stops the run (exit status 1,
+tokens are reused, and the organization's own Organization resource is created if missing
+(``ehr``'s ``organization_ensure``). An existing user whose profile differs stops the run (exit status 1,
 nothing changed) unless ``--reassign``; the secret, stored hashed, is printed only when the
 client is created or ``--rotate-secret`` replaces it.
 """
@@ -9,6 +10,7 @@ client is created or ``--rotate-secret`` replaces it.
 import json
 from pathlib import Path
 
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from access.services import SeedConflict, access_seed
@@ -36,6 +38,8 @@ class Command(BaseCommand):
                                  reassign=options["reassign"], rotate_secret=options["rotate_secret"])
         except SeedConflict as error:
             raise CommandError(str(error)) from error
+        # By name: the FHIR resource is ehr's to write, a layer above this one.
+        call_command("organization_ensure", options["organization"], stdout=self.stderr)
         text = json.dumps(result, indent=2)
         if options["json"]:
             options["json"].touch(mode=0o600)

@@ -1,7 +1,7 @@
 """``manage.py demo_login``: make sure the demo user exists and print how to log in.
 
 The demo user administers the site (``/admin/``) and is, for the FHIR API, a clinician of
-the organization ``demo-hospital``, so the README's quickstart can create and read records.
+the organization ``demo-hospital`` (its Organization resource created if missing), so the README's quickstart can create and read records.
 The password is random, made on the first start and kept (mode 0600) in the state
 folder, so every start prints the same login and nothing secret is committed. The FHIR
 token is an OAuth2 access token (``user/*.cruds``), reused while it stays valid.
@@ -12,6 +12,7 @@ import secrets
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from oauth2_provider.models import Application
 
@@ -49,6 +50,8 @@ class Command(BaseCommand):
             user.save()
         AccessProfile.objects.get_or_create(
             user=user, defaults={"role": Role.CLINICIAN, "organization_id": DEMO_ORGANIZATION})
+        # By name: the FHIR resource is ehr's to write, a layer above this one.
+        call_command("organization_ensure", DEMO_ORGANIZATION, stdout=self.stderr)
         app = client_ensure(name=APP_CLIENT, owner=user, client_type=Application.CLIENT_PUBLIC,
                             grant_type=Application.GRANT_AUTHORIZATION_CODE, scopes=APP_SCOPES,
                             redirect_uris=APP_REDIRECT_URI)
