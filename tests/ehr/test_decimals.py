@@ -32,7 +32,7 @@ pytestmark = pytest.mark.django_db
 # Every JSON number (RFC 8259) is a valid FHIR decimal: up to 41 significant digits here,
 # exponents up to ±999 (far past float's), negative, zero and negative zero.
 JSON_DECIMALS = st.from_regex(r"-?(0|[1-9][0-9]{0,20})(\.[0-9]{1,20})?([eE][+-]?[0-9]{1,3})?", fullmatch=True)
-SETTINGS = settings(max_examples=60, deadline=None,
+SETTINGS = settings(max_examples=30, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
