@@ -17,9 +17,10 @@ from tests.ehr.conftest import FhirClient, observation, patient
 pytestmark = pytest.mark.django_db
 
 
-def token(username: str, *, role: str = Role.INTEGRATION, scope: str = "system/*.cruds") -> str:
+def token(username: str, *, role: str = Role.INTEGRATION, scope: str = "system/*.cruds",
+          organization: str = "test-hospital") -> str:
     user = get_user_model().objects.create_user(username, password=None)
-    AccessProfile.objects.create(user=user, role=role, organization_id="test-hospital")
+    AccessProfile.objects.create(user=user, role=role, organization_id=organization)
     client = client_ensure(name=f"{username}-client", owner=user, client_type=Application.CLIENT_CONFIDENTIAL,
                            grant_type=Application.GRANT_CLIENT_CREDENTIALS, scopes=scope)
     return token_ensure(user=None, application=client, scope=scope).token
@@ -146,3 +147,28 @@ def test_without_a_token_it_is_401(client):
 
 def test_a_server_written_type_is_refused_as_its_write_would_be(fhir):
     assert fhir.post("/fhir/AuditEvent/$validate", {"resourceType": "AuditEvent"}).status_code == 405
+
+
+def test_another_hospital_learns_no_more_from_validate_than_from_the_write_and_nothing_changes(fhir, client):
+    created = fhir.create(patient())
+    other = FhirClient(client, token("other-hospital", organization="hosp-b"))
+    before = (Resource.objects.count(), AuditEntry.objects.count())
+    path, change = f"/fhir/Patient/{created['id']}", {**patient(family="Changed"), "id": created["id"]}
+
+    def outcome(response) -> tuple[int, list[tuple[str, str]]]:
+        return response.status_code, [(i["severity"], i["code"]) for i in response.json()["issue"]]
+
+    # a delete of A's record answers as one of an id that does not exist
+    assert outcome(other.post(f"{path}/$validate?mode=delete", "")) == \
+        outcome(other.post("/fhir/Patient/no-such-patient/$validate?mode=delete", "")) == \
+        (404, [("error", "not-found")])
+    # an update answers as the update itself would (ids are the node's: a taken one is refused)
+    validated = outcome(other.post(f"{path}/$validate?mode=update", change))
+    assert validated[0] == 403 and validated == outcome(other.put(path, change))
+
+    assert Resource.objects.count() == before[0]
+    assert fhir.get(path).json()["name"] == created["name"]
+    # each refusal audited, naming what was asked for: A's record, the unknown id, A's record twice
+    refusals = list(AuditEntry.objects.order_by("id")[before[1]:before[1] + 4])
+    named = [created["id"], "no-such-patient", created["id"], created["id"]]
+    assert [(e.outcome != "0", f'"Patient/{n}"' in e.event) for e, n in zip(refusals, named)] == [(True, True)] * 4
